@@ -1,0 +1,191 @@
+// Package pgtest gives tests a real PostgreSQL database.
+//
+// Each test binary shares one server: the one named by TOCSIN_TEST_DATABASE_URL when it is
+// set (its role must be allowed to create databases), else a throwaway cluster started from
+// the local installation and stopped when the binary exits. Every call to New hands out a
+// fresh database, copied from a template that already holds Tocsin's migrations, so tests
+// run in parallel without seeing each other's commits, NOTIFYs or routes.
+//
+// A package that uses it calls Main from TestMain:
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/migrate"
+	"github.com/tocsin/tocsin/internal/pgcluster"
+)
+
+var (
+	mu       sync.Mutex
+	adminURL string // a database on the shared server to run CREATE DATABASE from
+	cluster  *pgcluster.Cluster
+	template string
+	counter  atomic.Int64
+	baseDir  string
+)
+
+// Main runs the package's tests and stops the throwaway cluster afterwards.
+func Main(m *testing.M) {
+	code := m.Run()
+	mu.Lock()
+	if cluster != nil {
+		_ = cluster.Stop()
+	}
+	if baseDir != "" {
+		_ = os.RemoveAll(baseDir)
+	}
+	mu.Unlock()
+	os.Exit(code)
+}
+
+// DB is a test's own database.
+type DB struct {
+	Pool *pgxpool.Pool
+	URL  string
+	Name string
+}
+
+// New returns a fresh migrated database, dropped when the test ends.
+func New(t testing.TB) *DB {
+	t.Helper()
+	ctx := context.Background()
+	tmpl := ensureTemplate(t)
+	name := fmt.Sprintf("t_%d_%d", os.Getpid(), counter.Add(1))
+	admin := connect(t, adminURL)
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, tmpl)); err != nil {
+		t.Fatalf("creating test database: %v", err)
+	}
+	dbURL := withDatabase(adminURL, name)
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatalf("connecting to test database: %v", err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		c := connect(t, adminURL)
+		defer c.Close(context.Background())
+		_, _ = c.Exec(context.Background(), fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name))
+	})
+	return &DB{Pool: pool, URL: dbURL, Name: name}
+}
+
+// NewCluster starts a private cluster owned by one test (for restarts, crashes or special
+// settings) and stops it when the test ends. It returns the cluster and the URL of a
+// migrated database on it.
+func NewCluster(t testing.TB, cfg pgcluster.Config) (*pgcluster.Cluster, string) {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = filepath.Join(tempRoot(t), fmt.Sprintf("c%d", counter.Add(1)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("starting a private PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	u := c.URL("postgres")
+	pool, err := pgxpool.New(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := migrate.Up(ctx, pool); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	return c, u
+}
+
+func ensureTemplate(t testing.TB) string {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if template != "" {
+		return template
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if u := os.Getenv("TOCSIN_TEST_DATABASE_URL"); u != "" {
+		adminURL = u
+	} else {
+		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(tempRoot(t), "shared")})
+		if err != nil {
+			t.Fatalf("starting a private PostgreSQL for the tests: %v", err)
+		}
+		cluster = c
+		adminURL = c.URL("postgres")
+	}
+	name := fmt.Sprintf("tocsin_template_%d", os.Getpid())
+	admin := connect(t, adminURL)
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
+		t.Fatalf("dropping old template: %v", err)
+	}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating template database: %v", err)
+	}
+	pool, err := pgxpool.New(ctx, withDatabase(adminURL, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := migrate.Up(ctx, pool); err != nil {
+		t.Fatalf("migrating the template database: %v", err)
+	}
+	template = name
+	return template
+}
+
+// tempRoot is a directory the postgres user can reach even when tests run as root.
+func tempRoot(t testing.TB) string {
+	if baseDir == "" {
+		d, err := os.MkdirTemp("", "tocsin-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Chmod(d, 0o755)
+		baseDir = d
+	}
+	return baseDir
+}
+
+func connect(t testing.TB, u string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), u)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", redact(u), err)
+	}
+	return c
+}
+
+func withDatabase(u, name string) string {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	parsed.Path = "/" + name
+	return parsed.String()
+}
+
+func redact(u string) string {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return "the test database"
+	}
+	return parsed.Redacted()
+}

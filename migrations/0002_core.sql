@@ -1,0 +1,144 @@
+-- The outbox, the feed and the sequencer's state.
+--
+-- Writers (route triggers, tocsin.publish, replication capture, the publish API) insert into
+-- tocsin.outbox inside their own transactions. They never NOTIFY and never touch the feed.
+-- The sequencer is the feed's only writer: tocsin.sequence_batch moves committed outbox rows
+-- into tocsin.feed, numbering them in the order in which they became visible, and rings the
+-- doorbell once per batch.
+
+-- Runtime switches (push, capture). Read by every node and by the route triggers.
+CREATE TABLE tocsin.setting (
+    key        text PRIMARY KEY,
+    value      jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO tocsin.setting (key, value) VALUES ('capture', 'true'), ('push', 'true');
+
+-- One row: the feed generation and the sequencer's high-water mark.
+-- epoch changes whenever the feed is reset, so that older cursors are refused with 410.
+CREATE TABLE tocsin.feed_state (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    epoch      text    NOT NULL,
+    position   bigint  NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO tocsin.feed_state (epoch)
+VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 10));
+
+-- Per-recipient rows waiting to be sequenced. Their id is only a tie-breaker: ids are
+-- taken before commit, so they do not follow commit order.
+CREATE TABLE tocsin.outbox (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    recipient   text        NOT NULL,
+    route       text,
+    topic       text        NOT NULL,
+    kind        text        NOT NULL,
+    op          text,
+    table_name  text,
+    key         jsonb,
+    data        jsonb,
+    old         jsonb,
+    changed     text[],
+    group_key   text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+-- A busy queue table: vacuum it often so the sequencer's probe stays a one-page read.
+ALTER TABLE tocsin.outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+                              autovacuum_vacuum_cost_delay = 0);
+
+-- The per-recipient feed. position is global and follows commit order.
+CREATE TABLE tocsin.feed (
+    position     bigint      PRIMARY KEY,
+    recipient    text        NOT NULL,
+    route        text,
+    topic        text        NOT NULL,
+    kind         text        NOT NULL,
+    op           text,
+    table_name   text,
+    key          jsonb,
+    data         jsonb,
+    old          jsonb,
+    changed      text[],
+    group_key    text,
+    created_at   timestamptz NOT NULL,
+    sequenced_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX feed_recipient_position_idx ON tocsin.feed (recipient, position);
+
+-- Installed routes (tocsin routes apply). The trigger function of each is generated from spec.
+CREATE TABLE tocsin.route (
+    name       text PRIMARY KEY,
+    table_name text  NOT NULL,
+    capture    text  NOT NULL DEFAULT 'trigger',
+    spec       jsonb NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Moves up to batch_limit committed outbox rows into the feed in one transaction.
+-- Returns the new high-water mark and the number of rows moved (NULL and 0 when there was
+-- nothing to move).
+-- The FOR UPDATE on feed_state serialises sequencers even if two ever believed themselves
+-- leader: positions are handed out by exactly one transaction at a time, so a reader paging
+-- by position > cursor can never see a later position commit before an earlier one.
+CREATE FUNCTION tocsin.sequence_batch(batch_limit integer, OUT head bigint, OUT moved integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from bigint;
+BEGIN
+    SELECT position INTO v_from FROM tocsin.feed_state FOR UPDATE;
+
+    WITH batch AS (
+        DELETE FROM tocsin.outbox o
+        WHERE o.id IN (SELECT id FROM tocsin.outbox ORDER BY id LIMIT batch_limit)
+        RETURNING o.*
+    ), numbered AS (
+        SELECT v_from + row_number() OVER (ORDER BY b.id) AS position, b.*
+        FROM batch b
+    ), inserted AS (
+        INSERT INTO tocsin.feed (position, recipient, route, topic, kind, op, table_name, key, data,
+                                 old, changed, group_key, created_at)
+        SELECT position, recipient, route, topic, kind, op, table_name, key, data,
+               old, changed, group_key, created_at
+        FROM numbered
+        RETURNING position
+    )
+    SELECT max(position), count(*) INTO head, moved FROM inserted;
+
+    IF head IS NULL THEN
+        RETURN;
+    END IF;
+
+    UPDATE tocsin.feed_state SET position = head, updated_at = now();
+    -- The doorbell: one tiny NOTIFY per batch, delivered when this transaction commits.
+    PERFORM pg_notify('tocsin_doorbell', head::text);
+END;
+$$;
+
+-- True unless capture was switched off (tocsin switch capture off). Route triggers call it
+-- first and return at once when it is false.
+CREATE FUNCTION tocsin.capture_enabled() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT value = 'true'::jsonb FROM tocsin.setting WHERE key = 'capture'), true)
+$$;
+
+-- The transactional outbox for applications: call inside your own transaction; the message
+-- becomes visible to its recipients when (and only if) that transaction commits.
+CREATE FUNCTION tocsin.publish(recipients text[], topic text, data jsonb) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO tocsin.outbox (recipient, topic, kind, data)
+    SELECT DISTINCT r, publish.topic, 'message', publish.data
+    FROM unnest(publish.recipients) AS r
+    WHERE r IS NOT NULL AND r <> ''
+$$;
+
+CREATE FUNCTION tocsin.publish(recipient text, topic text, data jsonb) RETURNS void
+LANGUAGE sql AS $$
+    SELECT tocsin.publish(ARRAY[publish.recipient], publish.topic, publish.data)
+$$;
+
+-- The highest position retention removed, per recipient. A cursor below it has a gap and is
+-- answered with 410 cursor-expired; a recipient that lost nothing keeps its old cursor valid.
+CREATE TABLE tocsin.feed_horizon (
+    recipient      text PRIMARY KEY,
+    pruned_through bigint NOT NULL
+);
