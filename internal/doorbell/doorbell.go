@@ -1,0 +1,93 @@
+// Package doorbell listens for the sequencer's one-per-batch NOTIFY and tells this node's
+// hub the feed's new head.
+//
+// A NOTIFY is lost while the listening connection is down. The listener therefore reports
+// every (re)connection through RingFunc with head 0, meaning "the head is unknown: look it
+// up"; the hub also has a fallback timer of its own. The doorbell is a latency device only:
+// the feed, read by position, stays the source of truth.
+package doorbell
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Channel is the NOTIFY channel the sequencer rings (see tocsin.sequence_batch).
+const Channel = "tocsin_doorbell"
+
+// Config configures a Listener.
+type Config struct {
+	// DatabaseURL is where to LISTEN. The listener holds one connection of its own.
+	DatabaseURL string
+	// RingFunc receives each new head, or 0 after a (re)connection. It must not block long.
+	RingFunc func(head int64)
+	// ReconnectFunc, when set, is called after each reconnection (metrics).
+	ReconnectFunc func()
+	// RetryInterval is the pause before reconnecting. Default 500ms.
+	RetryInterval time.Duration
+}
+
+// Listener holds a LISTEN connection open and reconnects when it drops.
+type Listener struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Listener.
+func New(cfg Config, log *slog.Logger) *Listener {
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 500 * time.Millisecond
+	}
+	return &Listener{cfg: cfg, log: log}
+}
+
+// Run listens until ctx ends.
+func (l *Listener) Run(ctx context.Context) error {
+	first := true
+	for {
+		err := l.listen(ctx, first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		first = false
+		l.log.Warn("doorbell connection lost; reconnecting", slog.Any("error", err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(l.cfg.RetryInterval):
+		}
+	}
+}
+
+func (l *Listener) listen(ctx context.Context, first bool) error {
+	conn, err := pgx.Connect(ctx, l.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connecting to listen: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return fmt.Errorf("listening on %s: %w", Channel, err)
+	}
+	// Whatever rang while we were away is found by looking the head up.
+	l.cfg.RingFunc(0)
+	if !first && l.cfg.ReconnectFunc != nil {
+		l.cfg.ReconnectFunc()
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("waiting for the doorbell: %w", err)
+		}
+		head, err := strconv.ParseInt(n.Payload, 10, 64)
+		if err != nil {
+			l.log.Warn("ignoring a malformed doorbell payload", slog.String("payload", n.Payload))
+			continue
+		}
+		l.cfg.RingFunc(head)
+	}
+}

@@ -1,0 +1,120 @@
+package feed
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Store reads the feed. Every read is a single statement, so the rows it returns and the
+// head it reports come from one snapshot: no entry at or below that head is ever missing.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store reading through pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// State is the feed's generation and high-water mark.
+type State struct {
+	Epoch string
+	Head  int64
+}
+
+// Cursor returns the cursor at position pos of this generation.
+func (s State) Cursor(pos int64) Cursor { return Cursor{Epoch: s.Epoch, Position: pos} }
+
+const eventColumns = `f.position, f.recipient, f.topic, f.kind, f.op, f.table_name, f.key, f.data, f.old, f.changed, f.created_at`
+
+// FeedState reads the feed's generation and head.
+func (s *Store) FeedState(ctx context.Context) (State, error) {
+	var st State
+	err := s.pool.QueryRow(ctx, `SELECT epoch, position FROM tocsin.feed_state`).Scan(&st.Epoch, &st.Head)
+	if err != nil {
+		return State{}, fmt.Errorf("reading feed state: %w", err)
+	}
+	return st, nil
+}
+
+// FeedListAfter returns up to limit of recipient's entries after position after, in
+// position order, with the feed state of the same snapshot. Horizon is the highest position
+// of recipient's entries that retention removed (0 when none): a cursor below it has a gap.
+func (s *Store) FeedListAfter(ctx context.Context, recipient string, after int64, limit int) ([]Event, State, int64, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT s.epoch, s.position, coalesce(h.pruned_through, 0), `+eventColumns+`
+		FROM tocsin.feed_state s
+		LEFT JOIN tocsin.feed_horizon h ON h.recipient = $1
+		LEFT JOIN LATERAL (
+			SELECT * FROM tocsin.feed
+			WHERE recipient = $1 AND position > $2
+			ORDER BY position
+			LIMIT $3
+		) f ON true
+		ORDER BY f.position`, recipient, after, limit)
+	if err != nil {
+		return nil, State{}, 0, fmt.Errorf("reading feed of %q after %d: %w", recipient, after, err)
+	}
+	var (
+		st      State
+		horizon int64
+		events  []Event
+	)
+	for rows.Next() {
+		var (
+			e   Event
+			pos *int64
+			rcp *string
+			top *string
+			knd *string
+			at  *time.Time
+		)
+		if err := rows.Scan(&st.Epoch, &st.Head, &horizon, &pos, &rcp, &top, &knd, &e.Op, &e.Table,
+			&e.Key, &e.Data, &e.Old, &e.Changed, &at); err != nil {
+			rows.Close()
+			return nil, State{}, 0, fmt.Errorf("reading feed of %q: %w", recipient, err)
+		}
+		if pos == nil { // the LEFT JOIN found no entry
+			continue
+		}
+		e.Position, e.Recipient, e.Topic, e.Kind, e.CreatedAt = *pos, *rcp, *top, *knd, *at
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, State{}, 0, fmt.Errorf("reading feed of %q: %w", recipient, err)
+	}
+	for i := range events {
+		events[i].ID = st.Cursor(events[i].Position).String()
+	}
+	return events, st, horizon, nil
+}
+
+// FeedListRange returns the entries with from < position <= to of the given recipients, in
+// position order, at most limit. It is the hub's one read per batch for all its clients.
+func (s *Store) FeedListRange(ctx context.Context, from, to int64, recipients []string, limit int) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+eventColumns+`, s.epoch
+		FROM tocsin.feed f CROSS JOIN tocsin.feed_state s
+		WHERE f.position > $1 AND f.position <= $2 AND f.recipient = ANY($3)
+		ORDER BY f.position
+		LIMIT $4`, from, to, recipients, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading feed range (%d, %d]: %w", from, to, err)
+	}
+	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
+		var (
+			e     Event
+			epoch string
+		)
+		err := row.Scan(&e.Position, &e.Recipient, &e.Topic, &e.Kind, &e.Op, &e.Table, &e.Key, &e.Data,
+			&e.Old, &e.Changed, &e.CreatedAt, &epoch)
+		e.ID = Cursor{Epoch: epoch, Position: e.Position}.String()
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading feed range (%d, %d]: %w", from, to, err)
+	}
+	return events, nil
+}

@@ -1,0 +1,307 @@
+// Package hub knows who is waiting on this node and hands each of them its new feed
+// entries. It turns the doorbell's "the head moved" into deliveries with one database read
+// per batch for the whole node, whatever the number of waiting clients.
+//
+// Delivery guarantee: a subscriber registered with (after, seenHead) — meaning "I read my
+// feed up to seenHead and found nothing after `after`" — receives every one of its entries
+// above seenHead, in position order, or is told to read again (a resync). Registration is
+// refused when the hub has already moved past seenHead, so no entry can fall between the
+// subscriber's own read and the hub's.
+//
+// Idle is free: while nobody waits, a ring only moves a number; with waiters, the node
+// reads the new range once (filtered to its waiting recipients) and fans it out in memory.
+// A fallback timer looks the head up once per FallbackInterval while anyone waits, so a lost
+// NOTIFY delays a delivery by at most that long.
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tocsin/tocsin/internal/feed"
+)
+
+// Config configures a Hub.
+type Config struct {
+	// FallbackInterval is how often the head is looked up while anyone waits, in case a
+	// doorbell was lost.
+	FallbackInterval time.Duration
+	// PageLimit is the most entries one fan-out read returns.
+	PageLimit int
+}
+
+// Defaults.
+const (
+	FallbackIntervalDefault = time.Second
+	PageLimitDefault        = 1000
+)
+
+// Store is what the hub reads from the feed.
+type Store interface {
+	FeedState(ctx context.Context) (feed.State, error)
+	FeedListAfter(ctx context.Context, recipient string, after int64, limit int) ([]feed.Event, feed.State, int64, error)
+	FeedListRange(ctx context.Context, from, to int64, recipients []string, limit int) ([]feed.Event, error)
+}
+
+// Hub fans feed entries out to this node's waiting clients.
+type Hub struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+
+	rung     chan struct{} // capacity 1: coalesces rings
+	ringHead atomic.Int64  // highest head announced by the doorbell
+	lookup   atomic.Bool   // the head is unknown (reconnect): look it up
+
+	mu   sync.Mutex
+	head int64 // every entry at or below head has been fanned out
+	gen  uint64
+	subs map[string]map[*subscriber]struct{}
+	n    int
+
+	// ReadFunc, when set, is called after each fan-out read (tests count reads with it).
+	ReadFunc func(events int)
+}
+
+type subscriber struct {
+	recipient string
+	after     int64
+	seenHead  int64
+	limit     int
+	gen       uint64
+	ch        chan delivery
+}
+
+type delivery struct {
+	events []feed.Event
+	resync bool
+}
+
+// New returns a Hub.
+func New(store Store, cfg Config, log *slog.Logger) *Hub {
+	if cfg.FallbackInterval <= 0 {
+		cfg.FallbackInterval = FallbackIntervalDefault
+	}
+	if cfg.PageLimit <= 0 {
+		cfg.PageLimit = PageLimitDefault
+	}
+	return &Hub{cfg: cfg, store: store, log: log, rung: make(chan struct{}, 1),
+		subs: map[string]map[*subscriber]struct{}{}}
+}
+
+// Ring tells the hub the feed's head is now at least head; 0 means "unknown, look it up".
+// It never blocks; it is the doorbell's RingFunc.
+func (h *Hub) Ring(head int64) {
+	if head == 0 {
+		h.lookup.Store(true)
+	}
+	for {
+		cur := h.ringHead.Load()
+		if head <= cur || h.ringHead.CompareAndSwap(cur, head) {
+			break
+		}
+	}
+	select {
+	case h.rung <- struct{}{}:
+	default:
+	}
+}
+
+// Waiting returns how many clients wait on this node.
+func (h *Hub) Waiting() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
+
+// Run fans out until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	fallback := time.NewTicker(h.cfg.FallbackInterval)
+	defer fallback.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			h.closeAll()
+			return nil
+		case <-h.rung:
+		case <-fallback.C:
+			if h.Waiting() == 0 {
+				continue
+			}
+			h.lookup.Store(true)
+		}
+		if err := h.advance(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("hub could not read the feed; retrying at the next ring", slog.Any("error", err))
+		}
+	}
+}
+
+func (h *Hub) advance(ctx context.Context) error {
+	target := h.ringHead.Load()
+	if h.Waiting() == 0 {
+		// Nobody to serve: just remember how far the feed went. A later subscriber whose
+		// read saw less is told to read again, one query.
+		h.mu.Lock()
+		if target > h.head {
+			h.head = target
+		}
+		h.mu.Unlock()
+		return nil
+	}
+	if h.lookup.Swap(false) {
+		st, err := h.store.FeedState(ctx)
+		if err != nil {
+			h.lookup.Store(true)
+			return err
+		}
+		if st.Head > target {
+			target = st.Head
+		}
+		if st.Head < h.headNow() {
+			// The feed went backwards: it was reset. Everyone reads again (and gets 410).
+			h.reset(st.Head)
+			return nil
+		}
+	}
+	for {
+		h.mu.Lock()
+		from, gen := h.head, h.gen
+		recipients := make([]string, 0, len(h.subs))
+		for r := range h.subs {
+			recipients = append(recipients, r)
+		}
+		h.mu.Unlock()
+		if target <= from {
+			return nil
+		}
+		upTo := target
+		var events []feed.Event
+		if len(recipients) > 0 {
+			var err error
+			events, err = h.store.FeedListRange(ctx, from, target, recipients, h.cfg.PageLimit)
+			if err != nil {
+				return err
+			}
+			if h.ReadFunc != nil {
+				h.ReadFunc(len(events))
+			}
+			if len(events) == h.cfg.PageLimit {
+				upTo = events[len(events)-1].Position
+			}
+		}
+		h.deliver(events, upTo, gen)
+	}
+}
+
+func (h *Hub) headNow() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.head
+}
+
+// deliver hands events (every entry in (head, upTo] of the recipients known at generation
+// gen) to their subscribers and moves the head to upTo. Subscribers that arrived after the
+// read and saw less than upTo are told to read again.
+func (h *Hub) deliver(events []feed.Event, upTo int64, gen uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	byRecipient := map[string][]feed.Event{}
+	for _, e := range events {
+		byRecipient[e.Recipient] = append(byRecipient[e.Recipient], e)
+	}
+	for recipient, set := range h.subs {
+		mine := byRecipient[recipient]
+		for s := range set {
+			if s.gen > gen {
+				if s.seenHead < upTo {
+					h.removeLocked(s)
+					s.ch <- delivery{resync: true}
+				}
+				continue
+			}
+			var out []feed.Event
+			for _, e := range mine {
+				if e.Position > s.after {
+					out = append(out, e)
+				}
+			}
+			if len(out) == 0 {
+				continue
+			}
+			if s.limit > 0 && len(out) > s.limit {
+				out = out[:s.limit]
+			}
+			h.removeLocked(s)
+			s.ch <- delivery{events: out}
+		}
+	}
+	if upTo > h.head {
+		h.head = upTo
+	}
+}
+
+func (h *Hub) reset(head int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.head = head
+	h.ringHead.Store(head)
+	for _, set := range h.subs {
+		for s := range set {
+			h.removeLocked(s)
+			s.ch <- delivery{resync: true}
+		}
+	}
+}
+
+func (h *Hub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, set := range h.subs {
+		for s := range set {
+			h.removeLocked(s)
+			close(s.ch)
+		}
+	}
+}
+
+// subscribe registers a one-shot waiter, or returns nil when the hub is already past
+// seenHead (the caller must read again).
+func (h *Hub) subscribe(recipient string, after, seenHead int64, limit int) *subscriber {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.head > seenHead {
+		return nil
+	}
+	h.gen++
+	s := &subscriber{recipient: recipient, after: after, seenHead: seenHead, limit: limit, gen: h.gen,
+		ch: make(chan delivery, 1)}
+	set := h.subs[recipient]
+	if set == nil {
+		set = map[*subscriber]struct{}{}
+		h.subs[recipient] = set
+	}
+	set[s] = struct{}{}
+	h.n++
+	return s
+}
+
+// unsubscribe removes s if it is still registered.
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s.recipient][s]; ok {
+		h.removeLocked(s)
+	}
+}
+
+func (h *Hub) removeLocked(s *subscriber) {
+	set := h.subs[s.recipient]
+	delete(set, s)
+	if len(set) == 0 {
+		delete(h.subs, s.recipient)
+	}
+	h.n--
+}

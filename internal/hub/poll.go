@@ -1,0 +1,96 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tocsin/tocsin/internal/feed"
+)
+
+// Poll returns recipient's entries after the cursor `after` ("" = the oldest retained entry,
+// "now" = only what comes next), at most limit, waiting up to wait for the first one. The
+// returned cursor is what the client sends next: the last entry's id, the unchanged cursor
+// when nothing came, or a concrete cursor at the head when after was "" or "now".
+//
+// Each call reads the database once, plus once more per resync; while it waits it costs
+// nothing but a map entry.
+func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait time.Duration) ([]feed.Event, string, error) {
+	var (
+		pos      int64
+		explicit *feed.Cursor
+	)
+	switch after {
+	case "":
+	case "now":
+		st, err := h.store.FeedState(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		pos = st.Head
+	default:
+		c, err := feed.ParseCursor(after)
+		if err != nil {
+			return nil, "", err
+		}
+		explicit, pos = &c, c.Position
+	}
+
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		events, st, horizon, err := h.store.FeedListAfter(ctx, recipient, pos, limit)
+		if err != nil {
+			return nil, "", err
+		}
+		if explicit != nil {
+			if explicit.Epoch != st.Epoch || explicit.Position > st.Head || explicit.Position < horizon {
+				return nil, "", fmt.Errorf("%w: %q", feed.ErrCursorExpired, after)
+			}
+		}
+		if len(events) > 0 {
+			return events, events[len(events)-1].ID, nil
+		}
+		cursor := after
+		if explicit == nil {
+			// Nothing of recipient's is at or below the head this read saw.
+			cursor = st.Cursor(st.Head).String()
+			explicit, pos = &feed.Cursor{Epoch: st.Epoch, Position: st.Head}, st.Head
+			after = cursor
+		}
+		if timeout == nil {
+			return nil, cursor, nil
+		}
+		s := h.subscribe(recipient, pos, st.Head, limit)
+		if s == nil {
+			continue // the hub moved past our read: read again
+		}
+		select {
+		case d, ok := <-s.ch:
+			if !ok {
+				return nil, cursor, nil // the node is shutting down
+			}
+			if d.resync {
+				continue
+			}
+			return d.events, d.events[len(d.events)-1].ID, nil
+		case <-timeout:
+			h.unsubscribe(s)
+			select {
+			case d, ok := <-s.ch:
+				if ok && !d.resync {
+					return d.events, d.events[len(d.events)-1].ID, nil
+				}
+			default:
+			}
+			return nil, cursor, nil
+		case <-ctx.Done():
+			h.unsubscribe(s)
+			return nil, "", ctx.Err()
+		}
+	}
+}

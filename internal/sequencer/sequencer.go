@@ -1,0 +1,178 @@
+// Package sequencer gives committed outbox rows their feed position, in the order in which
+// they became visible, and rings the doorbell once per batch.
+//
+// Invariants:
+//   - One sequencer at a time. Leadership is a session advisory lock held on the same
+//     connection that runs the batches; if that connection dies, the lock goes with it and
+//     a standby takes over. Even two would-be leaders cannot interleave: every batch locks
+//     tocsin.feed_state first, so positions are handed out by one transaction at a time.
+//   - A batch only ever reads committed rows and moves them atomically (delete from the
+//     outbox, insert into the feed, advance the head, NOTIFY), so a crash at any moment
+//     loses nothing and repeats nothing.
+//   - The application's transactions never NOTIFY. The sequencer finds new rows by probing
+//     the outbox's primary key every PollInterval (one query for the whole cluster, not per
+//     client), and can be woken at once in-process with Wake.
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config configures a Sequencer. Zero values take the defaults below.
+type Config struct {
+	// PollInterval is how often the leader probes the outbox for committed rows.
+	PollInterval time.Duration
+	// BatchLimit is the most rows moved by one batch transaction.
+	BatchLimit int
+	// StandbyInterval is how often a standby tries to take leadership.
+	StandbyInterval time.Duration
+	// RetryInterval is the pause after a database error before trying again.
+	RetryInterval time.Duration
+	// BatchFunc, when set, is called after each committed batch with the new head (tests,
+	// metrics).
+	BatchFunc func(head int64, rows int)
+}
+
+// Defaults.
+const (
+	PollIntervalDefault    = 5 * time.Millisecond
+	BatchLimitDefault      = 1000
+	StandbyIntervalDefault = time.Second
+	RetryIntervalDefault   = time.Second
+)
+
+// leaderLockKey is the advisory lock that makes a sequencer the leader ("tocsin-seq").
+const leaderLockKey int64 = 0x746f6373696e2d73
+
+// Sequencer moves committed outbox rows into the feed.
+type Sequencer struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	wake chan struct{}
+}
+
+// New returns a Sequencer working through pool.
+func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Sequencer {
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = PollIntervalDefault
+	}
+	if cfg.BatchLimit <= 0 {
+		cfg.BatchLimit = BatchLimitDefault
+	}
+	if cfg.StandbyInterval <= 0 {
+		cfg.StandbyInterval = StandbyIntervalDefault
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = RetryIntervalDefault
+	}
+	return &Sequencer{cfg: cfg, pool: pool, log: log, wake: make(chan struct{}, 1)}
+}
+
+// Wake asks the leader to look at the outbox now instead of at its next poll. It never
+// blocks.
+func (s *Sequencer) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run takes part in leader election and, while leader, sequences until ctx ends.
+func (s *Sequencer) Run(ctx context.Context) error {
+	for {
+		err := s.lead(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			s.log.Warn("sequencer stopped leading", slog.Any("error", err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(s.cfg.RetryInterval):
+		}
+	}
+}
+
+// lead waits for leadership on a dedicated connection and then sequences on it.
+func (s *Sequencer) lead(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquiring the sequencer connection: %w", err)
+	}
+	// The connection carries a session lock: never hand it back to the pool.
+	defer func() { _ = conn.Hijack().Close(context.WithoutCancel(ctx)) }()
+
+	for {
+		var leader bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&leader); err != nil {
+			return fmt.Errorf("trying for sequencer leadership: %w", err)
+		}
+		if leader {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(s.cfg.StandbyInterval):
+		}
+	}
+	s.log.Info("sequencer is leader")
+
+	poll := time.NewTicker(s.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		if err := s.drain(ctx, conn.Conn()); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// queryRower is the one method the batch loop needs from its connection.
+type queryRower interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// drain moves batches until the outbox holds no committed row.
+func (s *Sequencer) drain(ctx context.Context, conn queryRower) error {
+	var pending bool
+	// The probe reads the primary key's first entry: cheap at rest, and read-only, so an
+	// idle cluster writes no WAL because of Tocsin.
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tocsin.outbox ORDER BY id LIMIT 1)`).Scan(&pending); err != nil {
+		return fmt.Errorf("probing the outbox: %w", err)
+	}
+	for pending {
+		var head *int64
+		var moved int
+		err := conn.QueryRow(ctx, `SELECT head, moved FROM tocsin.sequence_batch($1)`, s.cfg.BatchLimit).Scan(&head, &moved)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return fmt.Errorf("sequencing a batch: %w", err)
+		}
+		if head == nil {
+			return nil
+		}
+		if s.cfg.BatchFunc != nil {
+			s.cfg.BatchFunc(*head, moved)
+		}
+		pending = moved == s.cfg.BatchLimit
+	}
+	return nil
+}
