@@ -1,0 +1,235 @@
+package routes
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// applyLockKey is the advisory lock that serialises applies ("tocsin-r").
+const applyLockKey int64 = 0x746f6373696e2d72
+
+// ApplyLockTimeout bounds how long Apply waits for a table lock (CREATE/DROP TRIGGER) behind
+// the application's transactions: a long wait would queue every writer of that table behind
+// it. On timeout Apply fails and changes nothing; run it again.
+const ApplyLockTimeout = 10 * time.Second
+
+// Apply checks f, then installs it in one transaction: it upserts the tocsin.route rows,
+// (re)creates each changed route's trigger function and trigger, and removes the routes
+// that are no longer in f. Routes whose definition is already installed are not touched,
+// so applying the same file twice changes nothing. On any error nothing changes. Concurrent
+// applies wait for each other.
+func Apply(ctx context.Context, pool *pgxpool.Pool, f *File) (Summary, error) {
+	var s Summary
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var err error
+		s, err = ApplyTx(ctx, tx, f)
+		return err
+	})
+	if err != nil {
+		return Summary{}, err
+	}
+	return s, nil
+}
+
+// ApplyTx is Apply inside the caller's transaction: its changes commit or roll back with
+// it. It holds the apply lock and sets lock_timeout until that transaction ends.
+func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
+	var s Summary
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, applyLockKey); err != nil {
+		return s, fmt.Errorf("taking the routes apply lock: %w", err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", ApplyLockTimeout.Milliseconds())); err != nil {
+		return s, fmt.Errorf("setting lock_timeout: %w", err)
+	}
+	tables, err := check(ctx, tx, f)
+	if err != nil {
+		return s, err
+	}
+	installed, err := installedRoutes(ctx, tx)
+	if err != nil {
+		return s, err
+	}
+	for i := range f.Routes {
+		r := &f.Routes[i]
+		pk := tables[r.Table].pk
+		spec, err := json.Marshal(newSpec(r, pk))
+		if err != nil {
+			return s, fmt.Errorf("encoding route %q: %w", r.Name, err)
+		}
+		body := functionBody(r, pk)
+		_, exists := installed[r.Name]
+		delete(installed, r.Name)
+		if exists {
+			same, err := isInstalled(ctx, tx, r, spec, body)
+			if err != nil {
+				return s, err
+			}
+			if same {
+				s.Unchanged = append(s.Unchanged, r.Name)
+				continue
+			}
+		}
+		if err := install(ctx, tx, r, spec, body); err != nil {
+			return s, err
+		}
+		if exists {
+			s.Updated = append(s.Updated, r.Name)
+		} else {
+			s.Created = append(s.Created, r.Name)
+		}
+	}
+	for name := range installed {
+		s.Removed = append(s.Removed, name)
+	}
+	slices.Sort(s.Removed)
+	for _, name := range s.Removed {
+		if err := uninstall(ctx, tx, name); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func installedRoutes(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {
+	rows, err := tx.Query(ctx, `SELECT name FROM tocsin.route`)
+	if err != nil {
+		return nil, fmt.Errorf("reading installed routes: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("reading installed routes: %w", err)
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// isInstalled reports whether r is installed exactly as it would be now: same spec, same
+// function body, and its trigger in place (someone may have dropped it by hand).
+func isInstalled(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body string) (bool, error) {
+	var same bool
+	err := tx.QueryRow(ctx, `
+		SELECT r.spec = $2::jsonb
+		   AND coalesce((SELECT p.prosrc = $3 FROM pg_proc p WHERE p.oid = to_regprocedure($4)), false)
+		   AND EXISTS (SELECT 1 FROM pg_trigger t
+		               WHERE t.tgfoid = to_regprocedure($4) AND t.tgname = $5 AND t.tgrelid = to_regclass($6))
+		FROM tocsin.route r WHERE r.name = $1`,
+		r.Name, string(spec), body, functionName(r.Name)+"()", triggerName(r.Name), r.Table.sanitize()).Scan(&same)
+	if err != nil {
+		return false, fmt.Errorf("comparing route %q with the installed one: %w", r.Name, err)
+	}
+	return same, nil
+}
+
+// install (re)creates r's function and trigger and records r.
+func install(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body string) error {
+	if _, err := tx.Exec(ctx, createFunctionSQL(r, body)); err != nil {
+		return fmt.Errorf("creating the trigger function of route %q: %w", r.Name, err)
+	}
+	if err := dropTriggers(ctx, tx, r.Name); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, createTriggerSQL(r)); err != nil {
+		return fmt.Errorf("creating the trigger of route %q: %w", r.Name, err)
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO tocsin.route (name, table_name, capture, spec) VALUES ($1, $2, $3, $4::jsonb)
+		ON CONFLICT (name) DO UPDATE
+		SET table_name = excluded.table_name, capture = excluded.capture, spec = excluded.spec,
+		    applied_at = now()`,
+		r.Name, r.Table.String(), string(r.Capture), string(spec))
+	if err != nil {
+		return fmt.Errorf("recording route %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+// uninstall removes route name's triggers, function and row.
+func uninstall(ctx context.Context, tx pgx.Tx, name string) error {
+	if err := dropTriggers(ctx, tx, name); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "DROP FUNCTION IF EXISTS "+functionName(name)+"()"); err != nil {
+		return fmt.Errorf("dropping the trigger function of route %q: %w", name, err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM tocsin.route WHERE name = $1`, name); err != nil {
+		return fmt.Errorf("removing route %q: %w", name, err)
+	}
+	return nil
+}
+
+// dropTriggers drops every trigger that calls route name's function, wherever it is: the
+// table may have been renamed, or the route moved to another table.
+func dropTriggers(ctx context.Context, tx pgx.Tx, name string) error {
+	rows, err := tx.Query(ctx, `
+		SELECT format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass)
+		FROM pg_trigger t WHERE t.tgfoid = to_regprocedure($1)`, functionName(name)+"()")
+	if err != nil {
+		return fmt.Errorf("finding the triggers of route %q: %w", name, err)
+	}
+	drops, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("finding the triggers of route %q: %w", name, err)
+	}
+	for _, d := range drops {
+		if _, err := tx.Exec(ctx, d); err != nil {
+			return fmt.Errorf("dropping a trigger of route %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// spec is a route as stored in tocsin.route.spec: the input of other parts of Tocsin
+// (grouping reads group) and the record Apply compares to decide whether a route changed.
+type spec struct {
+	Name        string         `json:"name"`
+	Schema      string         `json:"schema"`
+	Table       string         `json:"table"`
+	Key         []string       `json:"key"` // the primary key when applied
+	On          []Op           `json:"on"`
+	Recipients  specRecipients `json:"recipients"`
+	Topic       string         `json:"topic"`
+	Kind        Kind           `json:"kind"`
+	Payload     Payload        `json:"payload"`
+	Columns     []string       `json:"columns,omitempty"`
+	WhenChanged []string       `json:"when_changed,omitempty"`
+	Group       *specGroup     `json:"group,omitempty"`
+	Capture     Capture        `json:"capture"`
+}
+
+type specRecipients struct {
+	Column string   `json:"column,omitempty"`
+	SQL    string   `json:"sql,omitempty"`
+	Static []string `json:"static,omitempty"`
+}
+
+type specGroup struct {
+	Window        string   `json:"window"`         // a Go duration ("30s")
+	WindowSeconds float64  `json:"window_seconds"` // the same, for SQL
+	By            []string `json:"by"`
+	Max           int      `json:"max"`
+}
+
+func newSpec(r *Route, pk []string) spec {
+	s := spec{
+		Name: r.Name, Schema: r.Table.Schema, Table: r.Table.Name, Key: pk, On: r.On,
+		Recipients: specRecipients{Column: r.Recipients.Column, SQL: r.Recipients.SQL, Static: r.Recipients.Static},
+		Topic:      r.Topic, Kind: r.Kind, Payload: r.Payload,
+		Columns: r.Columns, WhenChanged: r.WhenChanged, Capture: r.Capture,
+	}
+	if g := r.Group; g != nil {
+		s.Group = &specGroup{Window: g.Window.String(), WindowSeconds: g.Window.Seconds(), By: g.By, Max: g.Max}
+		if s.Group.By == nil {
+			s.Group.By = []string{}
+		}
+	}
+	return s
+}
