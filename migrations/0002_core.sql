@@ -142,3 +142,7 @@ CREATE TABLE tocsin.feed_horizon (
     recipient      text PRIMARY KEY,
     pruned_through bigint NOT NULL
 );
+
+-- Retention walks the feed by age; positions and sequenced_at grow together, so a BRIN
+-- index serves it at almost no cost to the sequencer's inserts.
+CREATE INDEX feed_sequenced_at_brin ON tocsin.feed USING brin (sequenced_at);

@@ -3,7 +3,7 @@ package sequencer_test
 import (
 	"context"
 	"encoding/json"
-		"io"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"

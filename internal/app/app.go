@@ -1,0 +1,195 @@
+// Package app is Tocsin's composition root: it builds every service of a node from the
+// configuration and runs them under one errgroup.
+//
+// Start order: database pool → schema check → hub and doorbell → sequencer → River →
+// HTTP. Shutdown order (on SIGTERM or a service failing): the HTTP server stops accepting
+// and answers its parked long polls, then River, the sequencer, the doorbell and the hub
+// stop, then the pool closes.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tocsin/tocsin/internal/auth"
+	"github.com/tocsin/tocsin/internal/config"
+	"github.com/tocsin/tocsin/internal/doorbell"
+	"github.com/tocsin/tocsin/internal/feed"
+	"github.com/tocsin/tocsin/internal/httpapi"
+	"github.com/tocsin/tocsin/internal/hub"
+	"github.com/tocsin/tocsin/internal/migrate"
+	"github.com/tocsin/tocsin/internal/retention"
+	"github.com/tocsin/tocsin/internal/sequencer"
+)
+
+// shutdownTimeout bounds the HTTP server's graceful stop.
+const shutdownTimeout = 10 * time.Second
+
+// Node is one running Tocsin process.
+type Node struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	pool *pgxpool.Pool
+
+	Hub       *hub.Hub
+	Sequencer *sequencer.Sequencer
+	API       *httpapi.Server
+	river     *river.Client[pgxTx]
+	listener  net.Listener
+}
+
+// Addr is the address the API listens on (useful when cfg.Addr had port 0).
+func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+// Pool is the node's database pool.
+func (n *Node) Pool() *pgxpool.Pool { return n.pool }
+
+// New builds a node: it connects, checks the schema, and binds the API's address, but
+// starts nothing. Close the node if Run is never called.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("no database: set TOCSIN_DATABASE_URL or --database-url (or run `tocsin dev`)")
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the database: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, pool: pool}
+	if err := n.build(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) build(ctx context.Context) error {
+	if err := migrate.Check(ctx, n.pool); err != nil {
+		return err
+	}
+	store := feed.NewStore(n.pool)
+	n.Hub = hub.New(store, hub.Config{FallbackInterval: n.cfg.FallbackInterval}, n.log.With(slog.String("service", "hub")))
+	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval},
+		n.log.With(slog.String("service", "sequencer")))
+
+	if n.cfg.Has("worker") {
+		rc, err := newRiver(n.pool, n.cfg, n.log)
+		if err != nil {
+			return err
+		}
+		n.river = rc
+	}
+
+	if n.cfg.Has("api") {
+		verifier, err := auth.NewVerifier(auth.Config{HS256Secret: []byte(n.cfg.JWTSecret),
+			Issuer: n.cfg.JWTIssuer, Audience: n.cfg.JWTAudience})
+		if err != nil {
+			return fmt.Errorf("configuring token verification (TOCSIN_JWT_SECRET): %w", err)
+		}
+		n.API = httpapi.New(httpapi.Config{Verifier: verifier, LongPollMax: n.cfg.LongPollMax,
+			Logger: n.log.With(slog.String("service", "api"))},
+			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool}})
+		if n.listener, err = net.Listen("tcp", n.cfg.Addr); err != nil {
+			return fmt.Errorf("listening on %s: %w", n.cfg.Addr, err)
+		}
+	}
+	return nil
+}
+
+type pgxTx = pgx.Tx
+
+// Run runs the node until ctx ends or a service fails, then stops everything in order.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.pool.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	// Background services stop after the API has drained.
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var services errgroup.Group
+
+	if n.API != nil {
+		services.Go(func() error { return n.Hub.Run(bg) })
+		listener := doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring},
+			n.log.With(slog.String("service", "doorbell")))
+		services.Go(func() error { return listener.Run(bg) })
+	}
+	if n.cfg.Has("sequencer") {
+		services.Go(func() error { return n.Sequencer.Run(bg) })
+	}
+	if n.river != nil {
+		if err := n.river.Start(bg); err != nil {
+			return fmt.Errorf("starting River: %w", err)
+		}
+	}
+
+	if n.API != nil {
+		srv := n.API.HTTPServer(n.cfg.Addr)
+		g.Go(func() error {
+			n.log.Info("api listening", slog.String("addr", n.Addr()))
+			if err := srv.Serve(n.listener); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serving HTTP: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	} else {
+		g.Go(func() error { <-gctx.Done(); return nil })
+	}
+	err := g.Wait()
+
+	n.log.Info("stopping background services")
+	if n.river != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		_ = n.river.Stop(sctx)
+		cancel()
+	}
+	stopBackground()
+	if serr := services.Wait(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+type readiness struct{ pool *pgxpool.Pool }
+
+// Ready reports the node ready when the database answers and the schema is current.
+func (r readiness) Ready(ctx context.Context) error {
+	return migrate.Check(ctx, r.pool)
+}
+
+func newRiver(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger) (*river.Client[pgxTx], error) {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, retention.NewPruneWorker(pool, retention.Config{
+		ChangeTTL: cfg.RetentionChange, InboxTTL: cfg.RetentionInbox}))
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Schema:  migrate.Schema,
+		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
+		Workers: workers,
+		PeriodicJobs: []*river.PeriodicJob{
+			river.NewPeriodicJob(river.PeriodicInterval(retention.IntervalDefault),
+				func() (river.JobArgs, *river.InsertOpts) { return retention.PruneArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "tocsin_prune", RunOnStart: true}),
+		},
+		SoftStopTimeout: 5 * time.Second,
+		Logger:          log.With(slog.String("service", "river")),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring River: %w", err)
+	}
+	return client, nil
+}

@@ -1,0 +1,102 @@
+// Package retention removes feed entries past their retention, as a periodic River job.
+//
+// Invariant: pruning never opens a silent gap. In the same transaction that deletes a
+// recipient's entries it records, in tocsin.feed_horizon, the highest position removed for
+// that recipient; a cursor below it is answered with 410 cursor-expired. A recipient who
+// lost nothing keeps a valid cursor however old it is.
+package retention
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+)
+
+// Config says how long entries stay in the feed.
+type Config struct {
+	// ChangeTTL applies to entries of kind `change`.
+	ChangeTTL time.Duration
+	// InboxTTL applies to every other kind (notification, digest, message).
+	InboxTTL time.Duration
+	// BatchLimit is the most entries deleted by one statement.
+	BatchLimit int
+}
+
+// Defaults.
+const (
+	ChangeTTLDefault  = 24 * time.Hour
+	InboxTTLDefault   = 90 * 24 * time.Hour
+	BatchLimitDefault = 10000
+	// IntervalDefault is how often the prune job runs.
+	IntervalDefault = time.Minute
+)
+
+// PruneArgs are the arguments of the periodic prune job.
+type PruneArgs struct{}
+
+// Kind is the River job kind.
+func (PruneArgs) Kind() string { return "tocsin.prune" }
+
+// PruneWorker deletes expired feed entries.
+type PruneWorker struct {
+	river.WorkerDefaults[PruneArgs]
+	pool *pgxpool.Pool
+	cfg  Config
+}
+
+// NewPruneWorker returns the worker.
+func NewPruneWorker(pool *pgxpool.Pool, cfg Config) *PruneWorker {
+	if cfg.ChangeTTL <= 0 {
+		cfg.ChangeTTL = ChangeTTLDefault
+	}
+	if cfg.InboxTTL <= 0 {
+		cfg.InboxTTL = InboxTTLDefault
+	}
+	if cfg.BatchLimit <= 0 {
+		cfg.BatchLimit = BatchLimitDefault
+	}
+	return &PruneWorker{pool: pool, cfg: cfg}
+}
+
+// Work prunes in batches until nothing is left to prune.
+func (w *PruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
+	for {
+		n, err := Prune(ctx, w.pool, w.cfg, time.Now())
+		if err != nil {
+			return err
+		}
+		if n < w.cfg.BatchLimit {
+			return nil
+		}
+	}
+}
+
+// Prune deletes up to cfg.BatchLimit entries that expired before now and records each
+// recipient's horizon. It returns how many entries it deleted.
+func Prune(ctx context.Context, pool *pgxpool.Pool, cfg Config, now time.Time) (int, error) {
+	var n int
+	err := pool.QueryRow(ctx, `
+		WITH doomed AS (
+			SELECT position FROM tocsin.feed
+			WHERE sequenced_at < $1::timestamptz - least($2::interval, $3::interval)
+			  AND sequenced_at < $1::timestamptz - CASE WHEN kind = 'change' THEN $2::interval ELSE $3::interval END
+			ORDER BY position
+			LIMIT $4
+		), deleted AS (
+			DELETE FROM tocsin.feed f USING doomed d WHERE f.position = d.position
+			RETURNING f.recipient, f.position
+		), horizon AS (
+			INSERT INTO tocsin.feed_horizon AS h (recipient, pruned_through)
+			SELECT recipient, max(position) FROM deleted GROUP BY recipient
+			ON CONFLICT (recipient) DO UPDATE
+			SET pruned_through = greatest(h.pruned_through, excluded.pruned_through)
+		)
+		SELECT count(*) FROM deleted`, now, cfg.ChangeTTL, cfg.InboxTTL, cfg.BatchLimit).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("pruning the feed: %w", err)
+	}
+	return n, nil
+}
