@@ -55,13 +55,28 @@ func (n *Node) Addr() string { return n.listener.Addr().String() }
 // Pool is the node's database pool.
 func (n *Node) Pool() *pgxpool.Pool { return n.pool }
 
+// Options are hooks for embedding a node (tests, benchmarks).
+type Options struct {
+	// PoolConfigFunc may adjust the database pool's configuration, e.g. to add a tracer.
+	PoolConfigFunc func(*pgxpool.Config)
+}
+
 // New builds a node: it connects, checks the schema, and binds the API's address, but
 // starts nothing. Close the node if Run is never called.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node, error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Options) (*Node, error) {
 	if cfg.DatabaseURL == "" {
 		return nil, errors.New("no database: set TOCSIN_DATABASE_URL or --database-url (or run `tocsin dev`)")
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the database URL: %w", err)
+	}
+	for _, o := range opts {
+		if o.PoolConfigFunc != nil {
+			o.PoolConfigFunc(pcfg)
+		}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the database: %w", err)
 	}

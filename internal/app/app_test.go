@@ -1,0 +1,204 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tocsin/tocsin/internal/app"
+	"github.com/tocsin/tocsin/internal/auth"
+	"github.com/tocsin/tocsin/internal/config"
+	"github.com/tocsin/tocsin/internal/demo"
+	"github.com/tocsin/tocsin/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const secret = "an-hs256-secret-for-tests-only-0123456789"
+
+// queryCounter is a pgx tracer that counts the node's queries by what they read.
+type queryCounter struct {
+	feedAfter atomic.Int64 // a client's own read (FeedListAfter)
+	feedRange atomic.Int64 // the hub's one read per batch (FeedListRange)
+}
+
+func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	switch {
+	case strings.Contains(d.SQL, "LEFT JOIN tocsin.feed_horizon"):
+		q.feedAfter.Add(1)
+	case strings.Contains(d.SQL, "f.recipient = ANY"):
+		q.feedRange.Add(1)
+	}
+	return ctx
+}
+func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+type bundle struct {
+	db      *pgtest.DB
+	base    string
+	queries *queryCounter
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	_, err := demo.Install(ctx, db.Pool)
+	require.NoError(t, err)
+	cfg, err := config.Load(flag.NewFlagSet("test", flag.ContinueOnError), []string{
+		"--database-url", db.URL, "--addr", "127.0.0.1:0", "--jwt-secret", secret,
+		"--long-poll-max", "20s", "--fallback-interval", "200ms"})
+	require.NoError(t, err)
+	q := &queryCounter{}
+	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		app.Options{PoolConfigFunc: func(c *pgxpool.Config) { c.ConnConfig.Tracer = q }})
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- node.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	return &bundle{db: db, base: "http://" + node.Addr(), queries: q}
+}
+
+func token(t *testing.T, sub string) string {
+	tok, err := auth.Mint(auth.Config{HS256Secret: []byte(secret)}, sub, time.Hour, "")
+	require.NoError(t, err)
+	return tok
+}
+
+type page struct {
+	Events []struct {
+		ID      string          `json:"id"`
+		Topic   string          `json:"topic"`
+		Kind    string          `json:"kind"`
+		Op      *string         `json:"op"`
+		Table   *string         `json:"table"`
+		Key     json.RawMessage `json:"key"`
+		Data    json.RawMessage `json:"data"`
+		Old     json.RawMessage `json:"old"`
+		Changed []string        `json:"changed"`
+	} `json:"events"`
+	Cursor string `json:"cursor"`
+}
+
+func getFeed(t *testing.T, client *http.Client, base, tok, query string) (int, page) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/feed?"+query, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var p page
+	if resp.StatusCode == http.StatusOK {
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
+	}
+	return resp.StatusCode, p
+}
+
+// The README's walkthrough: a long poll receives a row inserted in another session, with
+// the route's payload; bob's feed holds it too (he is a member), and an update that touches
+// no watched column of a when_changed route produces nothing.
+func TestWalkthroughLongPollReceivesInsert(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	alice := token(t, "alice")
+
+	result := make(chan page, 1)
+	go func() {
+		_, p := getFeed(t, http.DefaultClient, b.base, alice, "after=now&wait=15")
+		result <- p
+	}()
+	require.Eventually(t, func() bool { return b.queries.feedAfter.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	_, err := b.db.Pool.Exec(ctx, `INSERT INTO comment (portfolio_id, author_id, body) VALUES (1, 'bob', 'Nice work')`)
+	require.NoError(t, err)
+	p := <-result
+	require.Len(t, p.Events, 1)
+	e := p.Events[0]
+	require.Equal(t, "comment", e.Topic)
+	require.Equal(t, "notification", e.Kind)
+	require.Equal(t, "insert", *e.Op)
+	require.Equal(t, "public.comment", *e.Table)
+	require.JSONEq(t, `{"id": 1}`, string(e.Key))
+	require.JSONEq(t, `{"id": 1, "portfolio_id": 1, "author_id": "bob", "body": "Nice work"}`, string(e.Data))
+	require.Equal(t, e.ID, p.Cursor)
+
+	// An update of a column the portfolio route does not watch is not an event; a status
+	// change is, for the owner only.
+	_, err = b.db.Pool.Exec(ctx, `UPDATE portfolio SET owner_id = owner_id WHERE id = 1`)
+	require.NoError(t, err)
+	_, err = b.db.Pool.Exec(ctx, `UPDATE portfolio SET status = 'submitted' WHERE id = 1`)
+	require.NoError(t, err)
+	status, next := getFeed(t, http.DefaultClient, b.base, alice, "after="+p.Cursor+"&wait=10")
+	require.Equal(t, http.StatusOK, status)
+	require.Len(t, next.Events, 1)
+	require.Equal(t, "portfolio", next.Events[0].Topic)
+	require.Equal(t, []string{"status"}, next.Events[0].Changed)
+
+	_, bobs := getFeed(t, http.DefaultClient, b.base, token(t, "bob"), "")
+	require.Len(t, bobs.Events, 1, "bob sees the comment and not alice's portfolio change")
+	require.Equal(t, "comment", bobs.Events[0].Topic)
+}
+
+// Idle is free: 500 parked long polls cost no database query while they wait, and one
+// event for all of them is served by one fan-out read per node, not one per client.
+func TestParkedLongPollsCostNoQuery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	const clients = 500
+	transport := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	client := &http.Client{Transport: transport}
+	defer transport.CloseIdleConnections()
+
+	recipients := make([]string, clients)
+	tokens := make([]string, clients)
+	for i := range recipients {
+		recipients[i] = fmt.Sprintf("user-%d", i)
+		tokens[i] = token(t, recipients[i])
+	}
+	var wg sync.WaitGroup
+	got := make([]page, clients)
+	for i := range clients {
+		wg.Go(func() {
+			status, p := getFeed(t, client, b.base, tokens[i], "after=now&wait=20")
+			require.Equal(t, http.StatusOK, status)
+			got[i] = p
+		})
+	}
+	// Each request reads its feed once (after=now also reads the head) and then parks.
+	require.Eventually(t, func() bool { return b.queries.feedAfter.Load() >= clients }, 30*time.Second, 10*time.Millisecond)
+	parkedAfter, parkedRange := b.queries.feedAfter.Load(), b.queries.feedRange.Load()
+	time.Sleep(time.Second) // a window in which only the fallback timer may run
+	require.Equal(t, parkedAfter, b.queries.feedAfter.Load(), "a parked long poll read the feed")
+	require.Equal(t, parkedRange, b.queries.feedRange.Load(), "nothing happened, yet the hub read the feed")
+
+	_, err := b.db.Pool.Exec(ctx, `SELECT tocsin.publish($1::text[], 'broadcast', '{"hello": "world"}')`, recipients)
+	require.NoError(t, err)
+	wg.Wait()
+	for i, p := range got {
+		require.Len(t, p.Events, 1, "client %d", i)
+	}
+	reads := b.queries.feedRange.Load() - parkedRange
+	t.Logf("fan-out reads for %d clients: %d; client reads after parking: %d", clients, reads,
+		b.queries.feedAfter.Load()-parkedAfter)
+	require.LessOrEqual(t, reads, int64(2), "one read per batch, not per client")
+	require.Equal(t, parkedAfter, b.queries.feedAfter.Load(), "woken long polls re-read the feed")
+}
