@@ -46,9 +46,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "tocsin:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h printed the command's flags
 		}
+		fmt.Fprintln(os.Stderr, "tocsin:", err)
 		os.Exit(1)
 	}
 }

@@ -151,16 +151,18 @@ func ensureTemplate(t testing.TB) string {
 	return template
 }
 
+var baseDirOnce sync.Once
+
 // tempRoot is a directory the postgres user can reach even when tests run as root.
 func tempRoot(t testing.TB) string {
-	if baseDir == "" {
+	baseDirOnce.Do(func() {
 		d, err := os.MkdirTemp("", "tocsin-test-")
 		if err != nil {
-			t.Fatal(err)
+			panic(fmt.Sprintf("creating a temporary directory: %v", err))
 		}
 		_ = os.Chmod(d, 0o755)
 		baseDir = d
-	}
+	})
 	return baseDir
 }
 
