@@ -78,6 +78,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The server tools run from another working directory: every path must be absolute.
+	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("resolving cluster directory: %w", err)
+	}
 	c := &Cluster{cfg: cfg, bindir: bindir, dataDir: filepath.Join(cfg.Dir, "data"), port: cfg.Port}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating cluster directory %q: %w", cfg.Dir, err)
