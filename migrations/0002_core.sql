@@ -146,3 +146,24 @@ CREATE TABLE tocsin.feed_horizon (
 -- Retention walks the feed by age; positions and sequenced_at grow together, so a BRIN
 -- index serves it at almost no cost to the sequencer's inserts.
 CREATE INDEX feed_sequenced_at_brin ON tocsin.feed USING brin (sequenced_at);
+
+-- The sequencer's wait: probes the outbox every interval_ms inside the server, and returns
+-- true as soon as a committed row is there, or false after timeout_ms. Each probe takes a
+-- fresh snapshot (READ COMMITTED, volatile function), so it sees rows committed meanwhile.
+-- Waiting here instead of in Tocsin costs a fraction of the CPU of a client-side poll at the
+-- same interval (measured: see README "Performance"), and no round trip while idle.
+CREATE FUNCTION tocsin.outbox_wait(timeout_ms integer, interval_ms integer) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_deadline timestamptz := clock_timestamp() + timeout_ms * interval '1 millisecond';
+BEGIN
+    LOOP
+        IF EXISTS (SELECT 1 FROM tocsin.outbox ORDER BY id LIMIT 1) THEN
+            RETURN true;
+        END IF;
+        EXIT WHEN clock_timestamp() >= v_deadline;
+        PERFORM pg_sleep(interval_ms / 1000.0);
+    END LOOP;
+    RETURN false;
+END;
+$$;

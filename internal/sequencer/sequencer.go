@@ -10,8 +10,9 @@
 //     outbox, insert into the feed, advance the head, NOTIFY), so a crash at any moment
 //     loses nothing and repeats nothing.
 //   - The application's transactions never NOTIFY. The sequencer finds new rows by probing
-//     the outbox's primary key every PollInterval (one query for the whole cluster, not per
-//     client), and can be woken at once in-process with Wake.
+//     the outbox's primary key every PollInterval — inside PostgreSQL (tocsin.outbox_wait),
+//     so that an idle cluster costs one round trip per WaitTimeout, not one per probe. It is
+//     one probe for the whole cluster, not one per client.
 package sequencer
 
 import (
@@ -27,8 +28,11 @@ import (
 
 // Config configures a Sequencer. Zero values take the defaults below.
 type Config struct {
-	// PollInterval is how often the leader probes the outbox for committed rows.
+	// PollInterval is how often the leader probes the outbox for committed rows (whole
+	// milliseconds, at least 1).
 	PollInterval time.Duration
+	// WaitTimeout is the longest a single server-side wait lasts before Tocsin checks in.
+	WaitTimeout time.Duration
 	// BatchLimit is the most rows moved by one batch transaction.
 	BatchLimit int
 	// StandbyInterval is how often a standby tries to take leadership.
@@ -42,7 +46,8 @@ type Config struct {
 
 // Defaults.
 const (
-	PollIntervalDefault    = 5 * time.Millisecond
+	PollIntervalDefault    = 2 * time.Millisecond
+	WaitTimeoutDefault     = time.Second
 	BatchLimitDefault      = 1000
 	StandbyIntervalDefault = time.Second
 	RetryIntervalDefault   = time.Second
@@ -64,6 +69,12 @@ func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Sequencer {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = PollIntervalDefault
 	}
+	if cfg.PollInterval < time.Millisecond {
+		cfg.PollInterval = time.Millisecond
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = WaitTimeoutDefault
+	}
 	if cfg.BatchLimit <= 0 {
 		cfg.BatchLimit = BatchLimitDefault
 	}
@@ -76,8 +87,8 @@ func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Sequencer {
 	return &Sequencer{cfg: cfg, pool: pool, log: log, wake: make(chan struct{}, 1)}
 }
 
-// Wake asks the leader to look at the outbox now instead of at its next poll. It never
-// blocks.
+// Wake tells the leader that rows are coming, so that it looks again right after its
+// current batch instead of waiting for its next probe. It never blocks.
 func (s *Sequencer) Wake() {
 	select {
 	case s.wake <- struct{}{}:
@@ -128,17 +139,27 @@ func (s *Sequencer) lead(ctx context.Context) error {
 	}
 	s.log.Info("sequencer is leader")
 
-	poll := time.NewTicker(s.cfg.PollInterval)
-	defer poll.Stop()
+	timeoutMs, intervalMs := s.cfg.WaitTimeout.Milliseconds(), s.cfg.PollInterval.Milliseconds()
+	pending := true
 	for {
-		if err := s.drain(ctx, conn.Conn()); err != nil {
-			return err
+		if pending {
+			if err := s.drain(ctx, conn.Conn()); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-poll.C:
 		case <-s.wake:
+			pending = true
+			continue
+		default:
+		}
+		if err := conn.QueryRow(ctx, `SELECT tocsin.outbox_wait($1, $2)`, timeoutMs, intervalMs).Scan(&pending); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("waiting for outbox rows: %w", err)
 		}
 	}
 }
@@ -150,13 +171,9 @@ type queryRower interface {
 
 // drain moves batches until the outbox holds no committed row.
 func (s *Sequencer) drain(ctx context.Context, conn queryRower) error {
-	var pending bool
-	// The probe reads the primary key's first entry: cheap at rest, and read-only, so an
-	// idle cluster writes no WAL because of Tocsin.
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tocsin.outbox ORDER BY id LIMIT 1)`).Scan(&pending); err != nil {
-		return fmt.Errorf("probing the outbox: %w", err)
-	}
-	for pending {
+	// Batches run only when the probe found rows: an empty batch would lock feed_state
+	// and write WAL for nothing.
+	for pending := true; pending; {
 		var head *int64
 		var moved int
 		err := conn.QueryRow(ctx, `SELECT head, moved FROM tocsin.sequence_batch($1)`, s.cfg.BatchLimit).Scan(&head, &moved)
