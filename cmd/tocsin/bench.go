@@ -3,9 +3,47 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
+	"strings"
+	"time"
+
+	"github.com/tocsin/tocsin/internal/bench"
 )
 
-func runBench(context.Context, []string, io.Writer) error {
-	return errors.New("usage: tocsin bench capture")
+func runBench(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: tocsin bench capture|latency [flags]")
+	}
+	switch args[0] {
+	case "capture":
+		fs := flag.NewFlagSet("tocsin bench capture", flag.ContinueOnError)
+		cfg := bench.CaptureConfig{}
+		fs.StringVar(&cfg.DatabaseURL, "database-url", "", "server to create a scratch database on (default: a private durable cluster)")
+		fs.IntVar(&cfg.Writers, "writers", bench.WritersDefault, "concurrent writers")
+		fs.DurationVar(&cfg.Duration, "duration", bench.DurationDefault, "length of each measurement")
+		fs.IntVar(&cfg.Rounds, "rounds", bench.RoundsDefault, "rounds; modes are interleaved in each")
+		modes := fs.String("modes", strings.Join(bench.CaptureModes(), ","), "modes to measure")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		cfg.Modes = strings.Split(*modes, ",")
+		_, err := bench.RunCapture(ctx, cfg, stdout)
+		return err
+	case "latency":
+		fs := flag.NewFlagSet("tocsin bench latency", flag.ContinueOnError)
+		cfg := bench.LatencyConfig{}
+		fs.StringVar(&cfg.DatabaseURL, "database-url", "", "server to create a scratch database on (default: a private durable cluster)")
+		fs.IntVar(&cfg.Rate, "rate", 1000, "events per second")
+		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the run")
+		fs.IntVar(&cfg.Clients, "clients", 100, "recipients, one following client each")
+		transports := fs.String("transports", "long-poll", "comma list of transports")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		cfg.Transports = strings.Split(*transports, ",")
+		_, err := bench.RunLatency(ctx, cfg, stdout)
+		return err
+	}
+	return errors.New("usage: tocsin bench capture|latency [flags]")
 }

@@ -9,6 +9,7 @@
 //	tocsin migrate                  apply Tocsin's and River's migrations
 //	tocsin routes check|apply FILE  validate or install a routes file
 //	tocsin switch push|capture on|off
+//	tocsin capture drop-slot        drop this database's replication slot
 //	tocsin token --sub ID           mint a development token
 //	tocsin bench capture            measure what trigger capture costs the application
 package main
@@ -37,8 +38,9 @@ func commands() []command {
 		{"migrate", "apply Tocsin's and River's migrations", runMigrate},
 		{"routes", "check FILE | apply FILE: validate or install routes", runRoutes},
 		{"switch", "push|capture on|off: flip a runtime switch on every node", runSwitch},
+		{"capture", "drop-slot: drop this database's replication slot", runCapture},
 		{"token", "mint an HS256 token for development and scripts", runToken},
-		{"bench", "capture: measure the write-path cost of capture", runBench},
+		{"bench", "capture|latency: measure capture cost or commit→client latency", runBench},
 	}
 }
 

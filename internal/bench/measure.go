@@ -1,0 +1,200 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tocsin/tocsin/internal/sequencer"
+)
+
+// measurement is one mode measured once.
+type measurement struct {
+	txPerSec  float64
+	inserts   int64 // rows in the mode's table afterwards, warm-up included
+	captured  int64 // outbox, feed and naive outbox rows afterwards
+	sequenced int64 // feed rows afterwards
+}
+
+// warmupFor is the uncounted run before a measurement of d: connections busy, plans cached,
+// the sequencer (when there is one) caught up with the first rows.
+func warmupFor(d time.Duration) time.Duration { return min(d/10, time.Second) }
+
+// measure resets the database, then runs the writers against m's table for d.
+func (s *scratch) measure(ctx context.Context, m *mode, writers int, d time.Duration) (measurement, error) {
+	var res measurement
+	if err := s.reset(ctx, m.capture); err != nil {
+		return res, err
+	}
+	stop := func() error { return nil }
+	if m.sequencer {
+		var err error
+		if stop, err = s.startSequencer(ctx); err != nil {
+			return res, err
+		}
+	}
+	rate, err := runWriters(ctx, s.writers, m.insertStatement(), writers, warmupFor(d), d)
+	if serr := stop(); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return res, err
+	}
+	res.txPerSec = rate
+	err = s.ctl.QueryRow(ctx, `
+		SELECT (SELECT count(*) FROM `+m.table+`),
+		       (SELECT count(*) FROM tocsin.outbox) + (SELECT count(*) FROM tocsin.feed)
+		           + (SELECT count(*) FROM bench_naive_outbox),
+		       (SELECT count(*) FROM tocsin.feed)`).Scan(&res.inserts, &res.captured, &res.sequenced)
+	if err != nil {
+		return res, fmt.Errorf("counting inserted and captured rows: %w", err)
+	}
+	return res, nil
+}
+
+// reset empties every bench table, the outbox and the feed, sets the capture switch and
+// checkpoints, so that each measurement starts from the same state.
+func (s *scratch) reset(ctx context.Context, capture bool) error {
+	if _, err := s.ctl.Exec(ctx, "TRUNCATE "+benchTables()+" RESTART IDENTITY"); err != nil {
+		return fmt.Errorf("truncating the bench tables: %w", err)
+	}
+	if _, err := s.ctl.Exec(ctx, `UPDATE tocsin.setting SET value = to_jsonb($1::boolean), updated_at = now()
+		WHERE key = 'capture'`, capture); err != nil {
+		return fmt.Errorf("setting capture to %t: %w", capture, err)
+	}
+	// VACUUM refuses to run in a transaction, so each statement goes alone.
+	if _, err := s.ctl.Exec(ctx, "VACUUM (ANALYZE) "+benchTables()); err != nil {
+		return fmt.Errorf("vacuuming the bench tables: %w", err)
+	}
+	if s.checkpoint {
+		if _, err := s.ctl.Exec(ctx, "CHECKPOINT"); err != nil {
+			return fmt.Errorf("checkpointing: %w", err)
+		}
+	}
+	return nil
+}
+
+// startSequencer runs a sequencer on its own connections until the returned stop is called.
+func (s *scratch) startSequencer(ctx context.Context) (stop func() error, err error) {
+	pool, err := s.pool(ctx, 2, nil)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- sequencer.New(pool, sequencer.Config{}, slog.New(slog.DiscardHandler)).Run(ctx)
+	}()
+	return func() error {
+		cancel()
+		err := <-done
+		pool.Close()
+		if err != nil {
+			return fmt.Errorf("running the sequencer: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// runWriters runs writers loops of the prepared INSERT stmt, each on its own connection,
+// and returns the commits per second counted during d, after warmup.
+func runWriters(ctx context.Context, pool *pgxpool.Pool, stmt string, writers int, warmup, d time.Duration) (float64, error) {
+	var (
+		commits atomic.Int64
+		stop    atomic.Bool
+		ready   sync.WaitGroup
+		start   = make(chan struct{})
+		rate    float64
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	ready.Add(writers)
+	for i := range writers {
+		g.Go(func() error {
+			conn, err := pool.Acquire(gctx)
+			ready.Done()
+			if err != nil {
+				return fmt.Errorf("acquiring a writer connection: %w", err)
+			}
+			defer conn.Release()
+			select {
+			case <-start:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			rows := newRowSource(uint64(i))
+			for !stop.Load() {
+				if _, err := conn.Exec(gctx, stmt, rows.next()...); err != nil {
+					return fmt.Errorf("inserting: %w", err)
+				}
+				commits.Add(1)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer stop.Store(true)
+		ready.Wait()
+		close(start)
+		if err := sleep(gctx, warmup); err != nil {
+			return err
+		}
+		n0, t0 := commits.Load(), time.Now()
+		if err := sleep(gctx, d); err != nil {
+			return err
+		}
+		n1, t1 := commits.Load(), time.Now()
+		rate = float64(n1-n0) / t1.Sub(t0).Seconds()
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return rate, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// rowSource makes the rows one writer inserts: comments by 1,000 users on 10,000
+// portfolios, with a body of about 100 bytes.
+type rowSource struct {
+	rng *rand.Rand
+}
+
+var commentBodies = []string{
+	"Thanks for the feedback on my reflection. I added two sources and rewrote the conclusion as advised.",
+	"Great progress on this artefact! Could you link it to competency C3 before the review on Thursday?",
+	"I uploaded the revised lab report; the methods section now explains the sampling choices in detail.",
+	"Please check the evidence for outcome 2: the video is private and the jury cannot see it right now.",
+	"The internship journal for week 6 is ready. I would value your comments on the last entry, thanks.",
+	"Nice synthesis. The diagram on page 3 is hard to read; a larger export would help the jury a lot.",
+}
+
+func newRowSource(seed uint64) *rowSource {
+	return &rowSource{rng: rand.New(rand.NewPCG(seed, 0x746f6373696e))}
+}
+
+// next returns the arguments of one INSERT: portfolio_id, owner_id, body.
+func (r *rowSource) next() []any {
+	return []any{
+		r.rng.Int64N(10000) + 1,
+		"user-" + strconv.Itoa(r.rng.IntN(1000)+1),
+		commentBodies[r.rng.IntN(len(commentBodies))],
+	}
+}
