@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -20,6 +21,21 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/oapi-codegen/runtime"
 )
+
+// Capabilities What this deployment offers right now.
+type Capabilities struct {
+	// HeartbeatSeconds The longest silence on a stream before a heartbeat comment.
+	HeartbeatSeconds int `json:"heartbeat_seconds"`
+
+	// LongPollMaxSeconds The longest `wait` honoured by `GET /v1/feed`.
+	LongPollMaxSeconds int `json:"long_poll_max_seconds"`
+
+	// PollIntervalSeconds The interval at which short-polling clients should poll.
+	PollIntervalSeconds int `json:"poll_interval_seconds"`
+
+	// Push Whether `GET /v1/feed/stream` accepts new streams (the runtime switch).
+	Push bool `json:"push"`
+}
 
 // Event One entry of the caller's feed.
 type Event struct {
@@ -96,6 +112,15 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// StreamTicket A single-use credential for `GET /v1/feed/stream?ticket=`.
+type StreamTicket struct {
+	// ExpiresAt When the ticket stops being accepted.
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// Ticket The ticket; a secret, like a token. Send it once, as `ticket`.
+	Ticket string `json:"ticket"`
+}
+
 // AfterParam defines model for AfterParam.
 type AfterParam = string
 
@@ -117,6 +142,9 @@ type InternalError = Problem
 // ServiceUnavailable An RFC 9457 problem detail.
 type ServiceUnavailable = Problem
 
+// TooManyRequests An RFC 9457 problem detail.
+type TooManyRequests = Problem
+
 // Unauthorized An RFC 9457 problem detail.
 type Unauthorized = Problem
 
@@ -137,11 +165,32 @@ type GetFeedParams struct {
 	Wait *WaitParam `form:"wait,omitempty" json:"wait,omitempty"`
 }
 
+// StreamFeedParams defines parameters for StreamFeed.
+type StreamFeedParams struct {
+	// After The cursor to read after: the `cursor` of the previous page, or an event's `id`.
+	// Omitted (or empty), the feed is read from its oldest retained entry. The literal `now` reads
+	// only what arrives after the request; the response then carries a concrete cursor.
+	// Cursors are opaque: never build or compare them.
+	After *AfterParam `form:"after,omitempty" json:"after,omitempty"`
+
+	// LastEventID The id of the last event received; takes precedence over `after`.
+	LastEventID *string `json:"Last-Event-ID,omitempty"`
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// GetCapabilities What this deployment offers, for choosing a transport.
+	// (GET /v1/capabilities)
+	GetCapabilities(c *gin.Context)
 	// GetFeed Read the caller's feed after a cursor (short or long polling).
 	// (GET /v1/feed)
 	GetFeed(c *gin.Context, params GetFeedParams)
+	// StreamFeed Follow the caller's feed as Server-Sent Events.
+	// (GET /v1/feed/stream)
+	StreamFeed(c *gin.Context, params StreamFeedParams)
+	// CreateStreamTicket Get a single-use ticket to open the stream without an Authorization header.
+	// (POST /v1/stream-tickets)
+	CreateStreamTicket(c *gin.Context)
 }
 
 // ServerInterfaceWrapper converts contexts to parameters.
@@ -152,6 +201,19 @@ type ServerInterfaceWrapper struct {
 }
 
 type MiddlewareFunc func(c *gin.Context)
+
+// GetCapabilities operation middleware
+func (siw *ServerInterfaceWrapper) GetCapabilities(c *gin.Context) {
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.GetCapabilities(c)
+}
 
 // GetFeed operation middleware
 func (siw *ServerInterfaceWrapper) GetFeed(c *gin.Context) {
@@ -196,6 +258,67 @@ func (siw *ServerInterfaceWrapper) GetFeed(c *gin.Context) {
 	siw.Handler.GetFeed(c, params)
 }
 
+// StreamFeed operation middleware
+func (siw *ServerInterfaceWrapper) StreamFeed(c *gin.Context) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params StreamFeedParams
+
+	// ------------- Optional query parameter "after" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after", c.Request.URL.Query(), &params.After, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter after: %w", err), http.StatusBadRequest)
+		return
+	}
+
+	headers := c.Request.Header
+
+	// ------------- Optional header parameter "Last-Event-ID" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Last-Event-ID")]; found {
+		var LastEventID string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandler(c, fmt.Errorf("Expected one value for Last-Event-ID, got %d", n), http.StatusBadRequest)
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Last-Event-ID", valueList[0], &LastEventID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter Last-Event-ID: %w", err), http.StatusBadRequest)
+			return
+		}
+
+		params.LastEventID = &LastEventID
+
+	}
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.StreamFeed(c, params)
+}
+
+// CreateStreamTicket operation middleware
+func (siw *ServerInterfaceWrapper) CreateStreamTicket(c *gin.Context) {
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.CreateStreamTicket(c)
+}
+
 // GinServerOptions provides options for the Gin server.
 type GinServerOptions struct {
 	BaseURL      string
@@ -224,6 +347,9 @@ func RegisterHandlersWithOptions(router gin.IRouter, si ServerInterface, options
 	}
 
 	router.GET(options.BaseURL+"/v1/feed", wrapper.GetFeed)
+	router.GET(options.BaseURL+"/v1/feed/stream", wrapper.StreamFeed)
+	router.POST(options.BaseURL+"/v1/stream-tickets", wrapper.CreateStreamTicket)
+	router.GET(options.BaseURL+"/v1/capabilities", wrapper.GetCapabilities)
 }
 
 type BadRequestApplicationProblemPlusJSONResponse Problem
@@ -241,6 +367,15 @@ type ServiceUnavailableApplicationProblemPlusJSONResponse struct {
 	Headers ServiceUnavailableResponseHeaders
 }
 
+type TooManyRequestsResponseHeaders struct {
+	RetryAfter *int
+}
+type TooManyRequestsApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers TooManyRequestsResponseHeaders
+}
+
 type UnauthorizedResponseHeaders struct {
 	WWWAuthenticate *string
 }
@@ -248,6 +383,27 @@ type UnauthorizedApplicationProblemPlusJSONResponse struct {
 	Body Problem
 
 	Headers UnauthorizedResponseHeaders
+}
+
+type GetCapabilitiesRequestObject struct {
+}
+
+type GetCapabilitiesResponseObject interface {
+	VisitGetCapabilitiesResponse(w http.ResponseWriter) error
+}
+
+type GetCapabilities200JSONResponse Capabilities
+
+func (response GetCapabilities200JSONResponse) VisitGetCapabilitiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type GetFeedRequestObject struct {
@@ -358,11 +514,259 @@ func (response GetFeed503ApplicationProblemPlusJSONResponse) VisitGetFeedRespons
 	return err
 }
 
+type StreamFeedRequestObject struct {
+	Params StreamFeedParams
+}
+
+type StreamFeedResponseObject interface {
+	VisitStreamFeedResponse(w http.ResponseWriter) error
+}
+
+type StreamFeed200TexteventStreamResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response StreamFeed200TexteventStreamResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type StreamFeed204Response struct {
+}
+
+func (response StreamFeed204Response) VisitStreamFeedResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type StreamFeed400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response StreamFeed400ApplicationProblemPlusJSONResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamFeed401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response StreamFeed401ApplicationProblemPlusJSONResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamFeed410ApplicationProblemPlusJSONResponse struct {
+	GoneApplicationProblemPlusJSONResponse
+}
+
+func (response StreamFeed410ApplicationProblemPlusJSONResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(410)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamFeed429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response StreamFeed429ApplicationProblemPlusJSONResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamFeed500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response StreamFeed500ApplicationProblemPlusJSONResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamFeed503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response StreamFeed503ApplicationProblemPlusJSONResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStreamTicketRequestObject struct {
+}
+
+type CreateStreamTicketResponseObject interface {
+	VisitCreateStreamTicketResponse(w http.ResponseWriter) error
+}
+
+type CreateStreamTicket201JSONResponse StreamTicket
+
+func (response CreateStreamTicket201JSONResponse) VisitCreateStreamTicketResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStreamTicket401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateStreamTicket401ApplicationProblemPlusJSONResponse) VisitCreateStreamTicketResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStreamTicket500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response CreateStreamTicket500ApplicationProblemPlusJSONResponse) VisitCreateStreamTicketResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStreamTicket503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateStreamTicket503ApplicationProblemPlusJSONResponse) VisitCreateStreamTicketResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// GetCapabilities What this deployment offers, for choosing a transport.
+	// (GET /v1/capabilities)
+	GetCapabilities(ctx context.Context, request GetCapabilitiesRequestObject) (GetCapabilitiesResponseObject, error)
 	// GetFeed Read the caller's feed after a cursor (short or long polling).
 	// (GET /v1/feed)
 	GetFeed(ctx context.Context, request GetFeedRequestObject) (GetFeedResponseObject, error)
+	// StreamFeed Follow the caller's feed as Server-Sent Events.
+	// (GET /v1/feed/stream)
+	StreamFeed(ctx context.Context, request StreamFeedRequestObject) (StreamFeedResponseObject, error)
+	// CreateStreamTicket Get a single-use ticket to open the stream without an Authorization header.
+	// (POST /v1/stream-tickets)
+	CreateStreamTicket(ctx context.Context, request CreateStreamTicketRequestObject) (CreateStreamTicketResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx *gin.Context, request any) (any, error)
@@ -422,6 +826,30 @@ type strictHandler struct {
 	options     StrictGinServerOptions
 }
 
+// GetCapabilities operation middleware
+func (sh *strictHandler) GetCapabilities(ctx *gin.Context) {
+	var request GetCapabilitiesRequestObject
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetCapabilities(ctx, request.(GetCapabilitiesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetCapabilities")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(GetCapabilitiesResponseObject); ok {
+		if err := validResponse.VisitGetCapabilitiesResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetFeed operation middleware
 func (sh *strictHandler) GetFeed(ctx *gin.Context, params GetFeedParams) {
 	var request GetFeedRequestObject
@@ -448,60 +876,134 @@ func (sh *strictHandler) GetFeed(ctx *gin.Context, params GetFeedParams) {
 	}
 }
 
+// StreamFeed operation middleware
+func (sh *strictHandler) StreamFeed(ctx *gin.Context, params StreamFeedParams) {
+	var request StreamFeedRequestObject
+
+	request.Params = params
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.StreamFeed(ctx, request.(StreamFeedRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StreamFeed")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(StreamFeedResponseObject); ok {
+		if err := validResponse.VisitStreamFeedResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateStreamTicket operation middleware
+func (sh *strictHandler) CreateStreamTicket(ctx *gin.Context) {
+	var request CreateStreamTicketRequestObject
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateStreamTicket(ctx, request.(CreateStreamTicketRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateStreamTicket")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(CreateStreamTicketResponseObject); ok {
+		if err := validResponse.VisitCreateStreamTicketResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"vFlbj9vGkv4rBe4ClrDUZTL2BisjD5PAycbIJl57cuYhMg5bZEnsDFlNdzelUQL994PqalLSiOMLcOAn",
-	"iZdm1/Wrr6r/TnJTN4aQvEsWfyeNsqpGjzZc3aw92jd8i68KdLnVjdeGkkVyWyLkrXXGgjdgURWg+PUF",
-	"+BIhk0cZmHW4bixutWkdNGqDKRgLigC3SP6Zg0wX2XRJv9XaeyxgZCxg3fj9OA1r14gFaCd7rK2pQXsH",
-	"pirQebDolSYsAMnb/RRYrEp7tKqCjMwuC8vckgxVe9iVyoOyVm/RibhhB4sfWnT+ZbxwjSGHfEGQ89v8",
-	"MuSGcou+03q6pB/CHwfKIphGfWhxAYRbtLBqdVWwlmxdfuxLrKdLStIEH1TdVJgsEjK7JE00G/NDi3af",
-	"pAmpmp8EyZI0cXmJtWLb+33DD5y3mjbJ4ZAmv+ha+4/4pjbOi4WdOMi3lkATGMLghekTm1f84bPNC1yr",
-	"tvLJ4mo+T5O1sbXyySLR5K+/SdKkVg+6buvweJ4mtaZ4mXZia/K4QRvkvlNPiv0Oc0NFEHentIe1Efes",
-	"te10gR07hVgH7UBtla7UqkLYo4dRZWgDjakqTZvxdElzUOR2yB7yYCjHKfxDVS17c2W2wSng0G7RPnMQ",
-	"tYDR9RxcFGS1h6j7mJ28pMrs0GLBEmqfAhkOwHXrsBDnDtmTVRk256AxO+vNB6x3SJMuOkN+fq+KtxK6",
-	"fJUb8kjhr2qaSueK7TprrFlVWP/Xn46N/PeJIP9pcZ0skv+YHTFgJk/d7I2skk0voytmDDtB01ZVuoBR",
-	"Fv9N4sNsAQp6QOFXTesZEKyiDXJ2sP3UkqitV2jHfIczO6KKduE5u/rW5E4TaOdaxocILpNaVWw/LDL2",
-	"dnJIk58M4dc2xVFchiSOWEUCND14CUi5gHv9zZ1iSHPol9RrhA+NtkEfeItr9HkJini988p6Ab8soMN3",
-	"jG1R65/JoyVVvbLW2K+p/g1BS/jQYM64jbx9CAMRh7VgAxWsfQUWt6iq4NRS0wZqY3HK4r9Du9U5/k59",
-	"On9tFwoIQK4oRGQADSCzg1HmRLhJe5QuGy/AbNFWRhVYpOB1jYXEtl2SK1vvWb/C7Ijd6O3+pNQUWKk9",
-	"w3AWnkxCic1SMASK9kCmQIGSElURy/DJm58GzRWujeUE9XavaTMdKiMniHJIk99Jtb40Vv+Fxde2/AqV",
-	"ZcuYe+T8hlo7p2mTQp/bKcSkSMHpDVf6nfacFsaXaOEe98HsqtoYq31ZhyTj3HJcLjQFq//+9hcYZWGX",
-	"SUQpwYwzO9/d3U1uWi77npXG4cIaRc5LVVXIQDZ6++MP8N/fvpiPpx+t2cEE0S78/NU2Wvl8j98Ihcx0",
-	"3CnnjbhEMWzwFo01DVqvpQjkJcNp8QRDM1Vbk2O21TaFYvYir78EaqsqlFhNDq13Kccmeq6OVECNzqkN",
-	"usASPNZuQKM04W9IwnrbYl+xlLWKK+DDZGMmfG/i7nUzMUEyVU0aEzBCVh3SJLeoPBb/VAPmuOOCH8xQ",
-	"dmUjyha8nKvGt1bs0hdTVnTCaZmklzIXyqthY1mze+aOJqu42hdMAgItNK1HGCkCs/oTcx/JaZTlGTPb",
-	"PSMCv7Jf0ut3v/0KW2Yb4xCRwdq7Thf5mENO3HvcO2B2KvH42KS9DZNFwqk3fat2/yebfoGF9RPx0VFw",
-	"qT8vg0gMXtqDcrHUMIV2bY0OrN6Uvgcz7WT5dMjK97gPAFIUWkR6cxK0otlAtEpsRkdwakdnvPyI/ch0",
-	"pp8mT0ak+Cz5d5nzXtOAQTMyXq8jXmYwWiEzUmZInH+aVuZhnEImWmYwsri26EpBqJ8D/8liPGVLGjXt",
-	"qtKuPIbgCRpLByUQ2Dq048vm4ijKkH9MVXy5f8QvfS+3FTI9EmQR3IgYMk7FWafp+XVcY5onkxtYQzEf",
-	"sxRGvSyFTMTnfyJ8Nj4Bx1McPFpXFj+t09HOvuMzA6wjlILJh1ZVeq25qwitjGfqeInSw4KEGMmnualr",
-	"LiafI5BpdP6UiVrPSHbc7Rnzikbnad+L5ZXmuuoNFNo1ihmqoXOZjsJcdq3cGnAxTxZ/MCZ14sSMCt7r",
-	"bCYYEvFaAjbti91ZzXj/OJYOafIjYvGGI2ewvnL/+7nlNSDjp+YfDEWniEn44AMxjOMQXfSjkEr1zayw",
-	"kyX1Q5GTYcSz48da6oCxB8CgAANw3fg9jGTSwfmnaEkmDlK69SrwQWeqrbSuF7OMiB4XsSLjg0vdX8lY",
-	"QROwrzUT3wJt2s1kQr/+MsoWG3bh/Lmq8YxRfIw6Cj86PGIVj6Moyph2jhoKho6EXihyQ8Dk7X+ev/gW",
-	"Ir+N7cplIMj9IYKiPOzCbMIa2gg9DdUxelKSR0HZ1ooGi6Um5xXlA8F6AxbXaJFyZM+Fz5o8b224lfYB",
-	"YUM0GMLB7zuvfOuGY/h/b2/fgLwAOXcfyeXgIU289tWgeK401qf8AcYu19a1OjLXzqT8vUHB5MZFHS29",
-	"b9xiNvOh758WuO26DzdbtvP5de6qdhP+YSZTO74BpJilnOx8Dkwf++x5A/5J7ApPO7P0Bk67ILkMQvYC",
-	"5q3Vfv+O41tiSnoJ7jmOVz92LPb13W1y0XHD67tb2JXGIfQtD7u+0URHptBPtXJDa71ppepNIcOHJuIE",
-	"kKFJSNElZa5dZTAS9Ml1wxA/jrAhOr+ETDsnSzPVFgIqeYn5fQdL3VbdLCykMZtA1DqalN0g/aCmtRmI",
-	"Spn21OoeHbwxzm8svvv/X8Ciyr3e4oLR0+67hkB72HEdQgcrzE0diMgZwAZkX5JZA6q8DHyJVzEIoiU3",
-	"hZuurIVZsYyXdyRjmtUe1oZbgYBfMvFNJclD7C8pThxhlHED/t08C0zudBgZH0nAzplfrAyvR4yqiLSh",
-	"/haS511dWhI+qNxX+zDATB9j7nRJS3oVvpHNtldZP5jr5tbZTeztQwQs4HvpXiWLXt/dniVRaJC58IR4",
-	"0E6qUx8SMe5O5/FTuOU1MgOX2bfKc2xYj2PvLVJa2w3Ln8BcB6PsqYlDNo67ZxxFLNySvgwnFvBoAACj",
-	"5/MrJuSP55b8YD5Ol3Q5aIyP4PHADkbPr8L9oXkRjF7Mr8P3+tEY35qPg124OKGDSm8RTOudLjD6kpOt",
-	"uxOQPzfkrcr9ArKfXt3CrERV+fKvmLqNNTk6x65pm/GSQq6G99hTe36No16RwMMCvpnPA+t4Mb+OQ5XO",
-	"IR0hENSPGZmkyRatkySdT6+m89BINEiq0ckiuZ7Op9dcNpUvA7rNtlczDhb+v8GB3v5tOJRw5zQsnllI",
-	"lxkpzDm1SEF5Od/IwmFFR63q6ZLuWI8uEaVrknGedqDrGgutuI0PqXs8K4Djsi5JT3CUTRnPERw4Y4h/",
-	"lYcKmcoZwg5tTk4kZAwlk6rIhIR0Uo5LCjtl/TlDqbZM6ZzD4vEpBrxjZinIzMZiWtedrR355pJisgXe",
-	"2fOOXal8yMmeMpZYFSHqbiB7fjXP4HL0DDUq6t2wQr/DbgIjdFdFgR6dwC1Jplac4BtD+MS0exEYDfcN",
-	"YRyqvDq+pIhMS7m0kgw8MvYOZjwde8OvkU/KCMICt4QNFuB0heS7UUrf7v1cJIvkJ/TcFIQAPR5y/jHM",
-	"QY+vzE4OQQ/pJ98+OZb7jLePh2GH94/Odr6Zzz8yjP2yIWzfDA3N8PtmKHp81Bjn9Krax0PY3t+Puh0O",
-	"tTC/fy6SDgnQazQ7OaoKS64+veRsLs2Lrj5jn3ACdEiTF58j1PnBSVh1/elVA+cVgd4J9w2wporL1jIi",
-	"mursGDHoEVUIM2SvNhyaSQDP94dT8hgi9pQ2/vGeQ0eASuK5tVWySGYhpOKXBpvXM+F6/0+PJ5dh+8P7",
-	"w78CAAD//w==",
+	"zHvbkuNGcvarZOD/I4YMg2zOQd5Ydmw4ZuWRLFkrjadbngthQigCSbK2gSpMVYFsrtwR+xB+Bj/YPokj",
+	"MwvgCeweOeRZX00Tp8rKw5dfZuX8khS2bqxBE3wy/yVplFM1BnT86/UyoHtLl+hXib5wugnammSe3K4R",
+	"itZ56yBYcKhKUPT4HMIaIZdbOdgl/24cbrRtPTRqhSlYB8oAbtCEZx5yXebTzPxQ6xCwhJF1gHUTduOU",
+	"310ilqC9rLF0tgYdPNiqRB/AYVDaYAlogttNgcSqdECnKsiN3eb8ms+MNdUOtmsVQDmnN+hFXF7B4ccW",
+	"fbiOP3xjjUf6YaCgp+lhKKwpHIZu19PMfMl/eFAOwTbqY4tzMLhBB4tWVyXtkrRLt8Ma62lmkjTBe1U3",
+	"FSbzxNhtkiaalPmxRbdL0sSomu6wZEma+GKNtSLdh11DN3xw2qySh4c0+U7XOjxim9r6IBr2YqDQOgPa",
+	"gDXIVpheWLyiDx8tXuJStVVI5s9nszRZWlerkMwTbcLLF0ma1Ope123Nt2dpUmsTf6ad2NoEXKFjud+r",
+	"i2LfYGFNyeJulQ6wtGKepXbdXmBLRjG0B+1BbZSu1KJC2GGAUWXNChpbVdqsxtPMzEAZv0WyUABrCpzC",
+	"v6uqJWsu7IaNAh7dBt0zD3EXMHo5Ax8FWewg7n1MRs5MZbfosCQJdUjBWHLAZeuxFOMO6ZO2MqzOQWV2",
+	"2psNaO8hTTrv5Pj8oyrfievSr8KagIb/VE1T6UKRXq8aZxcV1v/wZ09K/uVAkP/vcJnMk/93tceAK7nr",
+	"r97KW7LouXfFiCEjaLNRlS5hlMe/JvFmPgcFPaDQo7YNBAhOmRVSdJD+VGZMWy/QjekKRXZEFe35Ppn6",
+	"1hZeG9Det4QPEVwmtapIf1jmZO3kIU2+tgY/tyr24hIkkccqI0DTg5eAlGfc6y9uFUGax5CZfkd432jH",
+	"+4F3uMRQrEEZet8H5YKAX87o8AfCtrjrb0xAZ1T1xjnrPuf2XxtoDd43WBBuIy3PbiDi0C5IQSXtvgKH",
+	"G1QVG3WtzQpq63BK4t+g2+gCfzR9OH9uEwoIQKEMeySDBhi7hVHuRbhJu5cuH8/BbtBVVpXkjsFaqJXZ",
+	"gW3QZMYHh6r2bLgekTxYA2HNPl0iJTZdYykB4cCv2xBIJ6Xdmmlm3mFwu4P8VGKldoTdOd+ZcF7OU/om",
+	"rUufFPxZoypj7j548mmkXeDSOorq4HbarKZDuecAhh7S5NbaPymzi/DjP3vQqapCB2tFe4jq7xRPZjhS",
+	"N4zyYO2EHprEh8g3v6ysR8KXNDPWyeafVPrn1vOPRrVhbZ3+C5afW8kLVI6UYe+QwBdq7b02qxR64E0h",
+	"IlYKXq+Ihm11IMyyYY0O7nAH1mVGVSvrdFjXjIAEfJ5yuTas6B/ffccWukMziSlEAP1Iz+/fv5+8bomT",
+	"Bdo0DrOeKHKxJv+gLDN699WX8I+/+2I2nj5KqFgFUS90/0vVqIWudNCSao+Xei/wrj2U2FR2V9N27HJJ",
+	"XMPp1ToQetCCjbMNuu4ja1QuLFCFnyPDGN4EoQYlV68rNAVymEfv7jxIQf8t4pi0Pi136kJpQt/6mRDo",
+	"51rdf9qyOblqDmtrbEtkZ7GD/Os3t3C1eX5FmSsfXokXYezfqOrxlbqniJdt17pYg19bFyaRu0FRaeat",
+	"fm3bqmQAvbBm69dD1kF2vyOpr0SBOaiiwCZ4MLjtIWPExL81hMrgtzoU6/HBigtrK1QmEQL2sSWPT+Y/",
+	"yfLpgFkv6f2Slj70S9nFn7EItLc3mxjnx5v7waDUOl1pJVD4zDOrOPe5Yk1sq7xQwNmqrQ3lKmibUlFx",
+	"I49fg2mrihm4Nh5d8CkBIgaUxFaj92qFnouIgLUfiKk0oW9IPg+uxX6PyjlFBPl+srITujbxd7qZWJZM",
+	"VZPGsoLkrYc0KRyqgOXPKgzaWlBEBCd8ibIxzhSqCeTEJGfPtWmjEzL13sJ7mUsV1LCynN0+83uVVVQM",
+	"cHSw89g2IIyUAbFgrF2jLM+o8N0RYaBHdpn59uaH72FDxciYMZG1ve32Ih/zSKnjDndEHqqdIOKpSnsd",
+	"JvOEwH/6Tm3/JIv+Cg3rC/7RVehCT69ZJApQHUD5yESpwvZtjR3ydRlUe3l9OqTlO9xxCitLLSK9PXBa",
+	"2dmAt4pvRkNQconGuH5Ef8Z2qp8mFz0yRt1vpc47bQYUmhsb9DJm7BxGCySQoAKK4k+bhb0fp5DLLnMY",
+	"OVw69GvJkd9weZRHf8ozM2raRaX9eu+CB3xAGiyShFuPbnzee9iLMmQfW5W/3j5il77Vs5FaeyTIIrgR",
+	"MWScirEOw/PzmMY2F4ObiKMT9VERQ6iXp5CL+PSXCJ+PD8DxEAf32pWXL+9pr+fQlTsDRQmTkcnHVlV6",
+	"qbEEfpbKyzCA0sOCsI8U08gQPkkg2+jikoraQEi2X+0ZMdtGF2nfqpHMTXy31L5RVMBacyzTXpjzptZh",
+	"ctVl0okTI4qt1+lMMCTitThs2ie7o5wxlFy/QizfkucM5teG0scnpldGxqfaowRFh4hp8D5wCRi7pbrs",
+	"O6WV6ntdwo8z0/dMD3qVz/Yfa00HjD0A8gYIgOsm7GAkjVCKP2UyY2OftXtfcUXibbWRztZZqzOix5mv",
+	"SHfxfO9vpOuoDVNTTSVuiS7tWrbczruOssV+nrQEClXjEaN4rHgRfvRwwipOvSjKmHaGGnKGrgw628hr",
+	"A1Q+/P7VF7+DWGHFbsa5I8j1C6XClluXzpqVFEicHaMlJXgUrNtamcFkqY0PyhQDzvoaHC7RcZUQrHzW",
+	"FkXr+FLaO4Rjb7AGB7/vgwrtBar+L7e3b0EegMKWOMzDgw7VoHjM61P6AGGXb+ta7Zlrp1L63qBgcuEs",
+	"j65DaPz86ipwW3Ba4qarf/1V1s5mLwtftSv+C3Np6tMFMIpYysHKx8D02GeP+3NPYhff7dTSKzjtnGTI",
+	"CW+4FLnVxR2GQU1qs6pw0nqEwmFJZbAS6B8qc/4p8If+kJ87quzBP86m5XXwwTYeFkjBKXXTr6HS4cJm",
+	"bvsFrqmwRcKaFCp9R3Ut9wGmcEOIqaVtnzJ0yhv59Gnly7Lp4U7PNU5+j0XrdNjdEKKIcqR/8LoN6/2v",
+	"r7rNfvv+NjlrgcK3729hu7YeoW9zULA12pg9N+uPGQprlnrVCs+YQo73TURmMNZMGBQzk/t2kceqFAvd",
+	"UFIdR6CWjV5Drr2XV3PVlgLjxRqLuy4RdEt1hxMMnFzO8rb2eiTHFxz4ZBeM/iEN6bc/3IgDygcmctPn",
+	"ae8zsKBNDZbjXNrAa6KpfGIWQ6xbQfvYj+16S69mzy+ftfSm73JCo/8Vd9Lf0mZpB3xRjhZqdYce3lof",
+	"Vg5v/u07cKiKoDc4p1zsdl15qQNsidUgRUVha6a1R+maeUJm7BJQFWtm3/QWpVR0xtNWI0nig0k5y9wa",
+	"ORNY7GBpqbDkbCjHi6nsm5E0M12LZMRdmj/Mcq4LDk++4i2Bvxmx1YWl9xHjVkRaZnOlZI2O5WQG71UR",
+	"ql0Mu5MMPs1MZt7wN/KrzfO8PwXqDknz17FXyd49hz9KN04w+dv3t0eQzIFONIZ9XXvhOr27x5g6PPyd",
+	"wi29IweuctDaO9i+l0gaXji79RRvLK8JN7Z1kg91se76/EzKYocx5a6xJIfYaZNO5qHTdxCUmcf9Hihh",
+	"s7y9yxcH7USifyiVqYAdqfVt69cwGgyRFG4YPSY3pBYhV2PO57HIYRAolIFF17yiUFouQYXMxK7WtTjQ",
+	"8akEw3q1VTsPW+vu+Kb4nyhC1R0F9GJ757rz7gu8yMMov9SXzsfRpjlFJ5k8M78ul8/hpE0Mo1ez51Q0",
+	"nx490o3ZOM3M+VlhvAWnZ24wevWcr5+dFcDo1Yvf88eGToNg9MXspcgQz73oymwsZnV2gR4qvUGwbfC6",
+	"xBg7pOvuCvO2wprgVBHm0WvWqKqw/ktMA42zBXpPZm+bcWYY9/k5iowdPUYoo4ykmjm8mM24Zvhi9rJz",
+	"5ajYjs4LZ4sImKTJBp0XUJxNn09n3AZo0KhGJ/Pk5XQ2fUlcQoU1Z8pTr6ZrK8kbfR39TZnMk68xHDXT",
+	"T86wX8xmj5xr/LrzjKN1Lh/XOoqjQ9mnR3Qgmf/0IU0iV3282S/cvVhb6zmWIDhlfGOddL3UyhMhET9K",
+	"PtAiXXAfqOtYxnc8qOGPa884xyGttVi3HddTKaggMx85D3B09WQ9zcx7Mn+XL6RVJEec2oOuayy1Cggj",
+	"AYh+fgL2r3W55IDKkAfG2QoP3lpD/6oAFVL9ag12SfFgSkNOf+SAKJZ/UmmbAjMTjx262Yu12lAd64kW",
+	"nEx2CDkUckTKolq2mzfaF9mZiTmBi+2+2NquVeDU0dfJa6xKDtbXkL96Psvh/DgealSmN8MCwxa7trPU",
+	"+CoKdDKVlBlp1RNirqzBCxMAcy7jQiG9vlIFtX+IclVrCumfUX6UUQBW4+EoAHwfi2jpuzrwd7ppsJRT",
+	"pND1j89i8yvkeuZw8Oun4SjbP3J1MBj2kD759MGo0ic8vR8Qevjwv4gVfQdoaK6h7wBFi48a671eVLs4",
+	"mNbb+6TFQ67GMw2vRNIhAfodXR2M7/Arz59+5eg4mF56/gnr8FTMQ5p88SlCHQ+T8Fsvn35rYIaDIbUH",
+	"0XeoyvN+WkQ01ekxYtAJox0fgimD5xGURp50EVFv4iHfZUTdW/IYVOdx9CzE8o5TLWiTmS48U5kSZKpv",
+	"cMvAp4jUA2f0WlptkcIbCyvVsO8YC2UrrovTzMhIlW/rw3Ei7gx+p3yYMOebfPPPeaSrUt81hB0m8KHT",
+	"AcuVc4/M6DgspwmOCmsMFsGPU8CKKJjqphlk8ch5hQQLtvCQwjyS99pHCkbS7/tKwGC0L1ZI7Dtjt4bI",
+	"ki67t+Vm/MIU3pC29ukBlhT7cPB8vFfGN1LI+Up3+06b/lZmcsLL7hbrgSzw7c0P33cij3oyK8X/yXF2",
+	"zCJ+zLWZdKeh0gYzM8rn+4P2nEk3q7xz24+tphq1O84eUZE1zPnHp6rmw6lIzJaaWDyrYZ6ZbrO91fJo",
+	"EdnoL1niUHlrsmQOWVLpJRLBzxL4D8gS4ccxccVrft2G0m4N/cxMlhxnt/gQT29lyUMOf/vrf+7XTsUv",
+	"ycRc9Jy2qEsYySYyQ/4fq/YD/5BaSslYTlfEW4Pjaz7QinttWr+elNoTcpQiAl3KDA+LHNQ0cyh4bIc+",
+	"fuj0XV3DMwQXRJ1Siu9OKIjUlRZlyPAOsYG2IfuW2setR2FtG45N1I3ktTV6QQL2ra3asY3zF7NXeSQM",
+	"tAeu1Ejw0zANtvHXjHGnDtnVjwMZW8Dst0jaA2MZ5cAhhMMC9QbLawjcI2noQilzKZs9G+2niQWh9i2Z",
+	"IwB7dATn6Wwf8D5csViTPeY/MtOTXjrSjn7JqfrF7NV5zngbDXfoetfATYBjU51Q0/+zuf/Vi98//fDp",
+	"UN/fhzPsy7DjfuxPH8htj5uUP314OKrVvtp3L06Ihh/oojxWpB33dPj/Rlj/SL2m+p7oEy35v/31v/IU",
+	"ZGZa2mwHY5wptCboipJA37zOYaSg1qYNeDCRnnb/1QB3NpLRw3k9ojj0hZ0M4XZjqdxS5yQv+afD6aNR",
+	"v7j0FKIjgIIDbKf9cSMxMxEotTUpaFNULQ+H9LlDW+OHMOxLPps9OvA4C/3nvxnRP1pnkOzvNzf9Hwfj",
+	"35Nbf43huFEZLRWszMKeNDU5oRk46tVGYjkcEE8EJQUgh5ZkodZVyTy54uotfuuXixO8XXj2pdZ0nzmY",
+	"6Z9nKoZmTj3nAZ1ybpb/5dNlemm2BittGjxt0sTF4m4fPjz8dwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -28,6 +28,7 @@ func runRoutes(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	f.SetDefaultCapture(routes.Capture(cfg.CaptureDefault))
 	pool, err := connect(ctx, cfg)
 	if err != nil {
 		return err

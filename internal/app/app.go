@@ -1,10 +1,11 @@
 // Package app is Tocsin's composition root: it builds every service of a node from the
 // configuration and runs them under one errgroup.
 //
-// Start order: database pool → schema check → hub and doorbell → sequencer → River →
-// HTTP. Shutdown order (on SIGTERM or a service failing): the HTTP server stops accepting
-// and answers its parked long polls, then River, the sequencer, the doorbell and the hub
-// stop, then the pool closes.
+// Start order: database pool → schema check → hub, doorbell and settings watcher →
+// sequencer → capture → River → HTTP. Shutdown order (on SIGTERM or a service failing):
+// the HTTP server stops accepting, answers its parked long polls with empty pages and ends
+// its streams with "reconnect" over the drain window; then River, capture, the sequencer,
+// the doorbell, the settings watcher and the hub stop, then the pool closes.
 package app
 
 import (
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tocsin/tocsin/internal/auth"
+	"github.com/tocsin/tocsin/internal/capture"
 	"github.com/tocsin/tocsin/internal/config"
 	"github.com/tocsin/tocsin/internal/doorbell"
 	"github.com/tocsin/tocsin/internal/feed"
@@ -31,6 +33,9 @@ import (
 	"github.com/tocsin/tocsin/internal/migrate"
 	"github.com/tocsin/tocsin/internal/retention"
 	"github.com/tocsin/tocsin/internal/sequencer"
+	"github.com/tocsin/tocsin/internal/settings"
+	"github.com/tocsin/tocsin/internal/stream"
+	"github.com/tocsin/tocsin/internal/ticket"
 )
 
 // shutdownTimeout bounds the HTTP server's graceful stop.
@@ -45,8 +50,13 @@ type Node struct {
 	Hub       *hub.Hub
 	Sequencer *sequencer.Sequencer
 	API       *httpapi.Server
-	river     *river.Client[pgxTx]
-	listener  net.Listener
+	// Capture is the replication capture consumer; nil without the capture role. It
+	// streams only while replication routes exist (and idles otherwise).
+	Capture *capture.Consumer
+	// Settings watches the runtime switches (push); nil without the api role.
+	Settings *settings.Watcher
+	river    *river.Client[pgxTx]
+	listener net.Listener
 }
 
 // Addr is the address the API listens on (useful when cfg.Addr had port 0).
@@ -96,6 +106,10 @@ func (n *Node) build(ctx context.Context) error {
 	n.Hub = hub.New(store, hub.Config{FallbackInterval: n.cfg.FallbackInterval}, n.log.With(slog.String("service", "hub")))
 	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval},
 		n.log.With(slog.String("service", "sequencer")))
+	if n.cfg.Has("capture") {
+		n.Capture = capture.New(n.pool, capture.Config{DatabaseURL: n.cfg.DatabaseURL, WakeFunc: n.Sequencer.Wake,
+			SlotWALWarnBytes: n.cfg.SlotWALWarnBytes}, n.log.With(slog.String("service", "capture")))
+	}
 
 	if n.cfg.Has("worker") {
 		rc, err := newRiver(n.pool, n.cfg, n.log)
@@ -111,9 +125,33 @@ func (n *Node) build(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("configuring token verification (TOCSIN_JWT_SECRET): %w", err)
 		}
+		origins, err := httpapi.ParseOrigins(n.cfg.CORSOrigins)
+		if err != nil {
+			return fmt.Errorf("--cors-origins (TOCSIN_CORS_ORIGINS): %w", err)
+		}
+		n.Settings = settings.New(n.pool, settings.Config{}, n.log.With(slog.String("service", "settings")))
+		if err := n.Settings.Refresh(ctx); err != nil {
+			return err
+		}
 		n.API = httpapi.New(httpapi.Config{Verifier: verifier, LongPollMax: n.cfg.LongPollMax,
-			Logger: n.log.With(slog.String("service", "api"))},
-			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool}})
+			Logger:       n.log.With(slog.String("service", "api")),
+			PollInterval: n.cfg.PollInterval,
+			Stream: stream.Config{HeartbeatInterval: n.cfg.SSEHeartbeatInterval, MaxLifetime: n.cfg.SSEMaxLifetime,
+				WriteTimeout: n.cfg.SSEWriteTimeout, DrainWindow: n.cfg.DrainWindow},
+			StreamBuffer:           n.cfg.SSEBuffer,
+			MaxStreamsPerRecipient: n.cfg.MaxStreamsPerRecipient,
+			MaxConnections:         n.cfg.MaxConnections,
+			CORSOrigins:            origins},
+			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool},
+				FollowFunc: func(ctx context.Context, recipient, after string, buffer int) (httpapi.Follower, error) {
+					f, err := n.Hub.Follow(ctx, recipient, after, buffer)
+					if err != nil {
+						return nil, err
+					}
+					return f, nil
+				},
+				Tickets:  ticket.NewStore(n.pool, n.cfg.StreamTicketTTL),
+				Switches: n.Settings})
 		if n.listener, err = net.Listen("tcp", n.cfg.Addr); err != nil {
 			return fmt.Errorf("listening on %s: %w", n.cfg.Addr, err)
 		}
@@ -137,9 +175,13 @@ func (n *Node) Run(ctx context.Context) error {
 		listener := doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring},
 			n.log.With(slog.String("service", "doorbell")))
 		services.Go(func() error { return listener.Run(bg) })
+		services.Go(func() error { return n.Settings.Run(bg) })
 	}
 	if n.cfg.Has("sequencer") {
 		services.Go(func() error { return n.Sequencer.Run(bg) })
+	}
+	if n.Capture != nil {
+		services.Go(func() error { return n.Capture.Run(bg) })
 	}
 	if n.river != nil {
 		if err := n.river.Start(bg); err != nil {
@@ -158,7 +200,8 @@ func (n *Node) Run(ctx context.Context) error {
 		})
 		g.Go(func() error {
 			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			// Streams end over the drain window; give them that much and the usual margin.
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout+n.cfg.DrainWindow)
 			defer cancel()
 			return srv.Shutdown(sctx)
 		})

@@ -50,30 +50,44 @@ type bundle struct {
 	db      *pgtest.DB
 	base    string
 	queries *queryCounter
+	node    *app.Node
+	// stop stops the node and waits for Run to return (also done at cleanup).
+	stop func()
 }
 
-func setup(t *testing.T) *bundle {
+// setup starts a node on a fresh database holding the demo schema; args are extra flags.
+func setup(t *testing.T, args ...string) *bundle {
+	t.Helper()
+	db := pgtest.New(t)
+	_, err := demo.Install(context.Background(), db.Pool)
+	require.NoError(t, err)
+	return startNode(t, db, args...)
+}
+
+// startNode starts one more node on db (nodes of one deployment share a database).
+func startNode(t *testing.T, db *pgtest.DB, args ...string) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	db := pgtest.New(t)
-	_, err := demo.Install(ctx, db.Pool)
-	require.NoError(t, err)
-	cfg, err := config.Load(flag.NewFlagSet("test", flag.ContinueOnError), []string{
+	cfg, err := config.Load(flag.NewFlagSet("test", flag.ContinueOnError), append([]string{
 		"--database-url", db.URL, "--addr", "127.0.0.1:0", "--jwt-secret", secret,
-		"--long-poll-max", "20s", "--fallback-interval", "200ms"})
+		"--long-poll-max", "20s", "--fallback-interval", "200ms"}, args...))
 	require.NoError(t, err)
 	q := &queryCounter{}
 	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
 		app.Options{PoolConfigFunc: func(c *pgxpool.Config) { c.ConnConfig.Tracer = q }})
 	require.NoError(t, err)
-	runCtx, stop := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- node.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		require.NoError(t, <-done)
-	})
-	return &bundle{db: db, base: "http://" + node.Addr(), queries: q}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}
+	t.Cleanup(stop)
+	return &bundle{db: db, base: "http://" + node.Addr(), queries: q, node: node, stop: stop}
 }
 
 func token(t *testing.T, sub string) string {

@@ -31,6 +31,33 @@ type Config struct {
 	RetentionChange time.Duration
 	RetentionInbox  time.Duration
 
+	// Push over Server-Sent Events, stream tickets, admission and CORS.
+	SSEHeartbeatInterval   time.Duration
+	SSEMaxLifetime         time.Duration
+	SSEWriteTimeout        time.Duration
+	SSEBuffer              int
+	StreamTicketTTL        time.Duration
+	MaxStreamsPerRecipient int
+	MaxConnections         int // 0: 80% of the open-files limit
+	CORSOrigins            string
+	DrainWindow            time.Duration
+
+	// Replication capture.
+	CaptureDefault   string // capture mode of routes that name none: trigger or replication
+	SlotWALWarnBytes int64  // retained WAL past which /readyz fails and a warning is logged
+
+	// Grouping, inbox and publishing.
+	MessageGroupWindow time.Duration
+	MessageGroupMax    int
+	GroupTick          time.Duration
+	MaxMessageBytes    int
+	MaxRecipients      int
+	PublishPolicySQL   string
+	IdempotencyTTL     time.Duration
+	// River's job cleaner: how long finished jobs are kept.
+	RiverCompletedRetention time.Duration
+	RiverDiscardedRetention time.Duration
+
 	Roles     string
 	LogLevel  string
 	LogFormat string
@@ -58,6 +85,16 @@ func settings() []setting {
 			return nil
 		}
 	}
+	num := func(p func(*Config) *int) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("must be a whole number >= 0, got %q", v)
+			}
+			*p(c) = n
+			return nil
+		}
+	}
 	return []setting{
 		{"database-url", "TOCSIN_DATABASE_URL", "", "PostgreSQL connection string", str(func(c *Config) *string { return &c.DatabaseURL })},
 		{"addr", "TOCSIN_ADDR", "127.0.0.1:8080", "address the API listens on", str(func(c *Config) *string { return &c.Addr })},
@@ -66,11 +103,38 @@ func settings() []setting {
 		{"jwt-audience", "TOCSIN_JWT_AUDIENCE", "", "required aud claim, when set", str(func(c *Config) *string { return &c.JWTAudience })},
 		{"long-poll-max", "TOCSIN_LONG_POLL_MAX", "60s", "longest long poll; larger waits are clamped", dur(func(c *Config) *time.Duration { return &c.LongPollMax })},
 		{"poll-interval", "TOCSIN_POLL_INTERVAL", "5s", "short-poll interval recommended to clients", dur(func(c *Config) *time.Duration { return &c.PollInterval })},
-		{"sequencer-interval", "TOCSIN_SEQUENCER_INTERVAL", "5ms", "how often the sequencer probes the outbox", dur(func(c *Config) *time.Duration { return &c.SequencerInterval })},
+		{"sequencer-interval", "TOCSIN_SEQUENCER_INTERVAL", "2ms", "how often the sequencer probes the outbox", dur(func(c *Config) *time.Duration { return &c.SequencerInterval })},
 		{"fallback-interval", "TOCSIN_FALLBACK_INTERVAL", "1s", "how often waiting clients are checked for a missed doorbell", dur(func(c *Config) *time.Duration { return &c.FallbackInterval })},
 		{"retention-change", "TOCSIN_RETENTION_CHANGE", "24h", "how long change entries stay in the feed", dur(func(c *Config) *time.Duration { return &c.RetentionChange })},
 		{"retention-inbox", "TOCSIN_RETENTION_INBOX", "90d", "how long notification, digest and message entries stay", dur(func(c *Config) *time.Duration { return &c.RetentionInbox })},
-		{"roles", "TOCSIN_ROLES", "all", "roles of this node: all, or a comma list of api, sequencer, worker", str(func(c *Config) *string { return &c.Roles })},
+		{"sse-heartbeat", "TOCSIN_SSE_HEARTBEAT", "15s", "longest silence on a stream before a heartbeat comment", dur(func(c *Config) *time.Duration { return &c.SSEHeartbeatInterval })},
+		{"sse-max-lifetime", "TOCSIN_SSE_MAX_LIFETIME", "10m", "a stream's lifetime (±10%) before it asks its client to reconnect", dur(func(c *Config) *time.Duration { return &c.SSEMaxLifetime })},
+		{"sse-write-timeout", "TOCSIN_SSE_WRITE_TIMEOUT", "10s", "deadline of each stream write; a stalled client is cut off", dur(func(c *Config) *time.Duration { return &c.SSEWriteTimeout })},
+		{"sse-buffer", "TOCSIN_SSE_BUFFER", "4096", "live events queued per stream; a client further behind is disconnected", num(func(c *Config) *int { return &c.SSEBuffer })},
+		{"stream-ticket-ttl", "TOCSIN_STREAM_TICKET_TTL", "60s", "lifetime of a single-use stream ticket", dur(func(c *Config) *time.Duration { return &c.StreamTicketTTL })},
+		{"max-streams-per-recipient", "TOCSIN_MAX_STREAMS_PER_RECIPIENT", "8", "open streams per recipient per node (429 beyond)", num(func(c *Config) *int { return &c.MaxStreamsPerRecipient })},
+		{"max-connections", "TOCSIN_MAX_CONNECTIONS", "0", "open streams plus long polls per node (503 beyond); 0 = 80% of the open-files limit", num(func(c *Config) *int { return &c.MaxConnections })},
+		{"cors-origins", "TOCSIN_CORS_ORIGINS", "", "comma list of exact origins allowed to call the API from a browser", str(func(c *Config) *string { return &c.CORSOrigins })},
+		{"drain-window", "TOCSIN_DRAIN_WINDOW", "5s", "on shutdown, streams end at random moments within this window", dur(func(c *Config) *time.Duration { return &c.DrainWindow })},
+		{"capture-default", "TOCSIN_CAPTURE_DEFAULT", "trigger", "capture mode of routes that do not name one: trigger or replication", str(func(c *Config) *string { return &c.CaptureDefault })},
+		{"slot-wal-warn-bytes", "TOCSIN_SLOT_WAL_WARN_BYTES", "1073741824", "WAL the replication slot may retain before /readyz fails and a warning is logged", func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("must be a positive number of bytes, got %q", v)
+			}
+			c.SlotWALWarnBytes = n
+			return nil
+		}},
+		{"message-group-window", "TOCSIN_MESSAGE_GROUP_WINDOW", "30s", "window of published messages that name a group", dur(func(c *Config) *time.Duration { return &c.MessageGroupWindow })},
+		{"message-group-max", "TOCSIN_MESSAGE_GROUP_MAX", "50", "messages of a group that close its window early", num(func(c *Config) *int { return &c.MessageGroupMax })},
+		{"group-tick", "TOCSIN_GROUP_TICK", "100ms", "how often due digests are promoted and the digest queue polls (bounds window end to delivery)", dur(func(c *Config) *time.Duration { return &c.GroupTick })},
+		{"max-message-bytes", "TOCSIN_MAX_MESSAGE_BYTES", "65536", "largest request body, e.g. of POST /v1/messages (413 beyond)", num(func(c *Config) *int { return &c.MaxMessageBytes })},
+		{"max-recipients", "TOCSIN_MAX_RECIPIENTS", "1000", "most recipients of one published message (400 beyond)", num(func(c *Config) *int { return &c.MaxRecipients })},
+		{"publish-policy-sql", "TOCSIN_PUBLISH_POLICY_SQL", "", "query (one boolean; :sender, :recipient) allowing user-to-user messages without the tocsin:publish scope", str(func(c *Config) *string { return &c.PublishPolicySQL })},
+		{"idempotency-ttl", "TOCSIN_IDEMPOTENCY_TTL", "24h", "how long Idempotency-Key answers are kept", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
+		{"river-completed-retention", "TOCSIN_RIVER_COMPLETED_RETENTION", "24h", "how long River keeps completed (and cancelled) jobs", dur(func(c *Config) *time.Duration { return &c.RiverCompletedRetention })},
+		{"river-discarded-retention", "TOCSIN_RIVER_DISCARDED_RETENTION", "7d", "how long River keeps discarded jobs", dur(func(c *Config) *time.Duration { return &c.RiverDiscardedRetention })},
+		{"roles", "TOCSIN_ROLES", "all", "roles of this node: all, or a comma list of api, sequencer, worker, capture", str(func(c *Config) *string { return &c.Roles })},
 		{"log-level", "TOCSIN_LOG_LEVEL", "info", "debug, info, warn or error", str(func(c *Config) *string { return &c.LogLevel })},
 		{"log-format", "TOCSIN_LOG_FORMAT", "text", "text or json", str(func(c *Config) *string { return &c.LogFormat })},
 	}
@@ -110,10 +174,15 @@ func (c *Config) validate() error {
 	var errs []error
 	for _, r := range strings.Split(c.Roles, ",") {
 		switch strings.TrimSpace(r) {
-		case "all", "api", "sequencer", "worker":
+		case "all", "api", "sequencer", "worker", "capture":
 		default:
-			errs = append(errs, fmt.Errorf("--roles (TOCSIN_ROLES): unknown role %q (want all, api, sequencer, worker)", r))
+			errs = append(errs, fmt.Errorf("--roles (TOCSIN_ROLES): unknown role %q (want all, api, sequencer, worker, capture)", r))
 		}
+	}
+	switch c.CaptureDefault {
+	case "trigger", "replication":
+	default:
+		errs = append(errs, fmt.Errorf("--capture-default (TOCSIN_CAPTURE_DEFAULT): %q is not trigger or replication", c.CaptureDefault))
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -123,7 +192,7 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// Has reports whether this node runs role ("api", "sequencer" or "worker").
+// Has reports whether this node runs role ("api", "sequencer", "worker" or "capture").
 func (c *Config) Has(role string) bool {
 	for _, r := range strings.Split(c.Roles, ",") {
 		if r = strings.TrimSpace(r); r == "all" || r == role {

@@ -23,7 +23,7 @@ func TestDefaultsEnvironmentAndFlags(t *testing.T) {
 	require.Equal(t, 30*time.Second, c.LongPollMax, "environment over default")
 	require.Equal(t, "127.0.0.1:7777", c.Addr, "flag over environment")
 	require.Equal(t, 90*24*time.Hour, c.RetentionInbox)
-	require.Equal(t, 5*time.Millisecond, c.SequencerInterval)
+	require.Equal(t, 2*time.Millisecond, c.SequencerInterval)
 	require.True(t, c.Has("api") && c.Has("sequencer"))
 }
 

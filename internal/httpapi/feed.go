@@ -34,18 +34,19 @@ func (s endpoints) GetFeed(ctx context.Context, req api.GetFeedRequestObject) (a
 	wait := min(time.Duration(valueOr(req.Params.Wait, defaultWait))*time.Second, s.cfg.LongPollMax)
 
 	if wait > 0 {
+		// A parked long poll holds a connection: it counts against the node's limit.
+		release, err := s.limits.admit()
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		s.polls.Add(1)
+		defer s.polls.Add(-1)
 		s.extendWriteDeadline(ctx, wait+s.cfg.WriteTimeout)
 	}
-	pollCtx, cancel := context.WithCancelCause(requestContext(ctx))
-	defer cancel(nil)
-	stop := context.AfterFunc(s.drainCtx, func() { cancel(errShuttingDown) })
-	defer stop()
-
-	events, cursor, err := s.deps.Feed.Poll(pollCtx, claims.Subject, after, limit, wait)
+	// On shutdown the feed answers parked polls at once (Feed.EndWaits): an empty page.
+	events, cursor, err := s.deps.Feed.Poll(requestContext(ctx), claims.Subject, after, limit, wait)
 	if err != nil {
-		if cause := context.Cause(pollCtx); errors.Is(cause, errShuttingDown) {
-			err = cause
-		}
 		return nil, fmt.Errorf("polling feed of %q after %q: %w", claims.Subject, after, err)
 	}
 	return api.GetFeed200JSONResponse{Events: apiEvents(events), Cursor: cursor}, nil

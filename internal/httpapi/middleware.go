@@ -19,6 +19,7 @@ import (
 
 	"github.com/tocsin/tocsin/api"
 	"github.com/tocsin/tocsin/internal/auth"
+	"github.com/tocsin/tocsin/internal/ticket"
 )
 
 type claimsKey struct{}
@@ -29,26 +30,74 @@ func claimsFrom(ctx context.Context) (auth.Claims, bool) {
 	return c, ok
 }
 
+// streamPath is the one route that accepts a stream ticket instead of a bearer token.
+const streamPath = "/v1/feed/stream"
+
 // authenticate verifies the request's bearer token and stores its claims in the request's
 // context. A token in the URL is refused even when the header holds a valid one: URLs end
-// up in logs and browser history, so such a token must be considered leaked.
+// up in logs and browser history, so such a token must be considered leaked. The stream
+// route also accepts a single-use ticket (?ticket=) when no Authorization header is sent;
+// the ticket is consumed and grants its recipient until the original token's expiry.
+// Operations the spec declares without security (capabilities) skip all this.
 func (s *Server) authenticate(c *gin.Context) {
-	if name, ok := tokenInQuery(c.Request.URL.Query()); ok {
+	if s.public[c.Request.Method+" "+c.FullPath()] {
+		c.Next()
+		return
+	}
+	query := c.Request.URL.Query()
+	if name, ok := tokenInQuery(query); ok {
 		s.writeProblem(c, fmt.Errorf("%w: query parameter %q carries a token; tokens are only accepted in the Authorization header", auth.ErrTokenInvalid, name))
 		return
 	}
-	token, ok := bearerToken(c.Request.Header.Get("Authorization"))
-	if !ok {
-		s.writeProblem(c, errTokenMissing)
-		return
+	header := c.Request.Header.Get("Authorization")
+	var (
+		claims auth.Claims
+		err    error
+	)
+	switch token, ok := bearerToken(header); {
+	case ok:
+		claims, err = s.cfg.Verifier.Verify(token)
+	case header == "" && query.Has("ticket") && c.FullPath() == streamPath && s.deps.Tickets != nil:
+		claims, err = s.redeemTicket(c.Request.Context(), query.Get("ticket"))
+	default:
+		err = errTokenMissing
 	}
-	claims, err := s.cfg.Verifier.Verify(token)
 	if err != nil {
 		s.writeProblem(c, err)
 		return
 	}
 	c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), claimsKey{}, claims))
 	c.Next()
+}
+
+// redeemTicket consumes a stream ticket; a bad one is a token-invalid 401.
+func (s *Server) redeemTicket(ctx context.Context, value string) (auth.Claims, error) {
+	g, err := s.deps.Tickets.Redeem(ctx, value)
+	switch {
+	case errors.Is(err, ticket.ErrInvalid):
+		return auth.Claims{}, fmt.Errorf("%w: %w", auth.ErrTokenInvalid, err)
+	case err != nil:
+		return auth.Claims{}, fmt.Errorf("redeeming a stream ticket: %w", err)
+	}
+	return auth.Claims{Subject: g.Recipient, ExpiresAt: g.TokenExpiresAt}, nil
+}
+
+// publicOperations returns "METHOD /path" of the spec's operations that declare no
+// security requirement (security: []).
+func publicOperations() map[string]bool {
+	spec, err := api.GetSpec()
+	if err != nil {
+		panic(fmt.Sprintf("httpapi: loading the embedded spec: %v", err))
+	}
+	public := map[string]bool{}
+	for path, item := range spec.Paths.Map() {
+		for method, op := range item.Operations() {
+			if op.Security != nil && len(*op.Security) == 0 {
+				public[method+" "+path] = true
+			}
+		}
+	}
+	return public
 }
 
 func bearerToken(header string) (string, bool) {

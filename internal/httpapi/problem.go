@@ -19,6 +19,10 @@ const problemTypeBase = "https://tocsin.dev/problems/"
 // retryAfterSeconds is the Retry-After of a 503: clients may come back at once, to any node.
 const retryAfterSeconds = "1"
 
+// retryAfterStreamsSeconds is the Retry-After of a 429: a stream of the same recipient
+// must end first, which takes a while.
+const retryAfterStreamsSeconds = "10"
+
 var (
 	// errUnavailable marks errors answered with 503 service-unavailable and Retry-After.
 	errUnavailable = errors.New("service unavailable")
@@ -65,6 +69,8 @@ func (s *Server) writeProblem(c *gin.Context, err error) {
 		h.Set("WWW-Authenticate", challenge)
 	case http.StatusServiceUnavailable:
 		h.Set("Retry-After", retryAfterSeconds)
+	case http.StatusTooManyRequests:
+		h.Set("Retry-After", retryAfterStreamsSeconds)
 	}
 	c.JSON(p.Status, p)
 }
@@ -81,6 +87,9 @@ func problemFor(err error) (api.Problem, slog.Level) {
 	case errors.Is(err, feed.ErrCursorExpired):
 		return newProblem(http.StatusGone, "cursor-expired", "Cursor expired",
 			"events after this cursor are no longer retained or the feed was reset; refetch and restart with after=now"), slog.LevelDebug
+	case errors.Is(err, errTooManyStreams):
+		return newProblem(http.StatusTooManyRequests, "too-many-streams", "Too many streams",
+			"this recipient has as many streams open on this node as allowed; close one or retry later"), slog.LevelDebug
 	case errors.As(err, &reqErr):
 		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request", reqErr.Error()), slog.LevelDebug
 	case errors.Is(err, errNotFound):

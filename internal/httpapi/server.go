@@ -7,8 +7,19 @@
 // return errors; one function, writeProblem, turns every error into an RFC 9457 problem,
 // and a 500 reveals nothing of its cause, which is logged instead.
 //
-// Long polls extend their connection's write deadline beyond their wait, and are ended with
-// a 503 when the http.Server shuts down, so that a deploy never waits for parked requests.
+// GET /v1/feed/stream serves the same feed as Server-Sent Events (package stream writes
+// the bytes; the hub's Follower decides what is owed). A browser opens it with a
+// single-use ticket (?ticket=, from POST /v1/stream-tickets) instead of a bearer header.
+// Streams are capped per recipient (429) and, with long polls, per node (503); CORS is an
+// exact-origin allow-list. Push can be switched off at runtime (Deps.Switches): new stream
+// requests then get 204 and open streams end with push-disabled.
+//
+// Long polls extend their connection's write deadline beyond their wait. When the
+// http.Server shuts down (Drain), parked and later long polls are answered at once with an
+// empty page and their unchanged cursor (a 200: the client simply polls again, elsewhere),
+// new streams get 503, and open streams end with "reconnect" at a random moment of the
+// drain window, so that a deploy neither waits for parked requests nor causes a
+// reconnection storm.
 package httpapi
 
 import (
@@ -17,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -24,12 +36,16 @@ import (
 	"github.com/tocsin/tocsin/api"
 	"github.com/tocsin/tocsin/internal/auth"
 	"github.com/tocsin/tocsin/internal/feed"
+	"github.com/tocsin/tocsin/internal/stream"
+	"github.com/tocsin/tocsin/internal/ticket"
 )
 
 // Defaults for Config.
 const (
-	DefaultLongPollMax  = 30 * time.Second
-	DefaultWriteTimeout = 15 * time.Second
+	DefaultLongPollMax            = 30 * time.Second
+	DefaultWriteTimeout           = 15 * time.Second
+	DefaultPollInterval           = 5 * time.Second
+	DefaultMaxStreamsPerRecipient = 8
 )
 
 const (
@@ -53,6 +69,30 @@ type Feed interface {
 	// answer at once). cursor is what the client sends next.
 	// Errors: feed.ErrCursorMalformed, feed.ErrCursorExpired, context errors, others (→ 500).
 	Poll(ctx context.Context, recipient, after string, limit int, wait time.Duration) (events []feed.Event, cursor string, err error)
+	// EndWaits answers every parked long poll now, and every later one at once, with an
+	// empty page and its unchanged cursor (shutdown).
+	EndWaits()
+}
+
+// Follower is one stream's view of the feed (a *hub.Follower).
+type Follower interface {
+	stream.Source
+	// Close unregisters the follower.
+	Close()
+}
+
+// Tickets issues and redeems stream tickets (a *ticket.Store).
+type Tickets interface {
+	// Issue returns a ticket for recipient, valid until at most tokenExpiresAt.
+	Issue(ctx context.Context, recipient string, tokenExpiresAt time.Time) (ticket.Ticket, error)
+	// Redeem consumes a ticket; ticket.ErrInvalid when unknown, used or expired.
+	Redeem(ctx context.Context, value string) (ticket.Grant, error)
+}
+
+// Switches holds the runtime switches (a *settings.Watcher).
+type Switches interface {
+	// Push reports whether push is on, and a channel closed when push is (or goes) off.
+	Push() (on bool, off <-chan struct{})
 }
 
 // Readiness tells whether this node can serve requests.
@@ -73,6 +113,23 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Logger receives request errors and panics. Default slog.Default().
 	Logger *slog.Logger
+
+	// PollInterval is the short-poll interval advertised to clients. Default 5s.
+	PollInterval time.Duration
+	// Stream configures GET /v1/feed/stream (heartbeat, lifetime, write timeout, drain window).
+	Stream stream.Config
+	// StreamBuffer bounds the live events queued for one stream; a client further behind
+	// is disconnected. Default hub.BufferDefault.
+	StreamBuffer int
+	// MaxStreamsPerRecipient caps one recipient's open streams on this node (429 beyond).
+	// Default DefaultMaxStreamsPerRecipient.
+	MaxStreamsPerRecipient int
+	// MaxConnections caps open streams plus parked long polls on this node (503 beyond).
+	// Default: 80% of the process's open-files limit (RLIMIT_NOFILE).
+	MaxConnections int
+	// CORSOrigins are the exact origins (scheme://host[:port]) browsers may call the API
+	// from; see ParseOrigins. Empty: no cross-origin access.
+	CORSOrigins []string
 }
 
 // Deps are the services the API serves from.
@@ -81,6 +138,13 @@ type Deps struct {
 	Feed Feed
 	// Readiness answers GET /readyz. Optional: nil means always ready.
 	Readiness Readiness
+	// FollowFunc starts following a feed for GET /v1/feed/stream (hub.Hub.Follow).
+	// Optional: nil means push is not offered (204).
+	FollowFunc func(ctx context.Context, recipient, after string, buffer int) (Follower, error)
+	// Tickets serves POST /v1/stream-tickets and ?ticket=. Optional: nil means no tickets.
+	Tickets Tickets
+	// Switches tells whether push is on. Optional: nil means always on.
+	Switches Switches
 }
 
 // Server is the HTTP API. Build it with New.
@@ -90,10 +154,17 @@ type Server struct {
 	logger *slog.Logger
 	engine *gin.Engine
 
-	// drainCtx is cancelled when the http.Server shuts down, ending parked long polls.
+	// drainCtx is cancelled when the http.Server shuts down: streams end over the drain
+	// window and new ones are refused.
 	drainCtx  context.Context
 	drainOnce sync.Once
 	drain     context.CancelFunc
+
+	public  map[string]bool // "METHOD /path" of operations without security
+	origins map[string]bool
+	limits  *limits
+	streams stream.Counters
+	polls   atomic.Int64 // parked long polls
 }
 
 // New returns the API for cfg and deps. It panics when a required field is missing, which
@@ -114,7 +185,20 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, deps: deps, logger: cfg.Logger}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.MaxStreamsPerRecipient <= 0 {
+		cfg.MaxStreamsPerRecipient = DefaultMaxStreamsPerRecipient
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections()
+	}
+	s := &Server{cfg: cfg, deps: deps, logger: cfg.Logger,
+		limits: newLimits(cfg.MaxStreamsPerRecipient, cfg.MaxConnections), origins: map[string]bool{}}
+	for _, o := range cfg.CORSOrigins {
+		s.origins[o] = true
+	}
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
 	s.engine = s.routes()
 	return s
@@ -123,9 +207,19 @@ func New(cfg Config, deps Deps) *Server {
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Drain ends the polls in flight and those to come with 503 and Retry-After, sending their
-// clients to another node. The http.Server from HTTPServer calls it on Shutdown.
-func (s *Server) Drain() { s.drainOnce.Do(s.drain) }
+// Drain starts a graceful stop: long polls in flight and to come are answered at once with
+// an empty page; open streams end with "reconnect" at random moments of the drain window;
+// new streams get 503 with Retry-After, sending their clients to another node. The
+// http.Server from HTTPServer calls it on Shutdown.
+func (s *Server) Drain() {
+	s.drainOnce.Do(func() {
+		s.drain()
+		s.deps.Feed.EndWaits()
+	})
+}
+
+// draining reports whether Drain was called.
+func (s *Server) draining() bool { return s.drainCtx.Err() != nil }
 
 // HTTPServer returns an http.Server for the API on addr, with timeouts fit for it: headers
 // must arrive within 10s, ordinary responses are written within Config.WriteTimeout, long
@@ -149,12 +243,16 @@ func (s *Server) routes() *gin.Engine {
 	e.ContextWithFallback = true // strict handlers get *gin.Context as their context.Context
 	_ = e.SetTrustedProxies(nil)
 	e.Use(s.recoverPanic, s.logRequest)
+	if len(s.origins) > 0 {
+		e.Use(s.cors) // before routing: preflights match no route
+	}
 	e.NoRoute(func(c *gin.Context) { s.writeProblem(c, errNotFound) })
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 
 	// Routes registered through v1 run its middleware; the spec's paths already hold /v1.
+	s.public = publicOperations()
 	v1 := e.Group("/", noStore, s.authenticate, s.newRequestValidator())
 	strict := api.NewStrictHandlerWithOptions(endpoints{s}, nil, api.StrictGinServerOptions{
 		RequestErrorHandlerFunc:  func(c *gin.Context, err error) { s.writeProblem(c, &requestError{err}) },

@@ -47,9 +47,20 @@ type fakeFeed struct {
 
 	polling chan struct{} // receives once per call, when Poll starts (buffered)
 
+	endOnce sync.Once
+	ended   chan struct{} // closed by EndWaits
+
 	mu    sync.Mutex
 	calls []pollCall
 }
+
+func (f *fakeFeed) endedC() chan struct{} {
+	f.endOnce.Do(func() { f.ended = make(chan struct{}) })
+	return f.ended
+}
+
+// EndWaits ends the waits of blocking polls, now and later, as a real feed does.
+func (f *fakeFeed) EndWaits() { close(f.endedC()) }
 
 func (f *fakeFeed) Poll(ctx context.Context, recipient, after string, limit int, wait time.Duration) ([]feed.Event, string, error) {
 	f.mu.Lock()
@@ -64,6 +75,7 @@ func (f *fakeFeed) Poll(ctx context.Context, recipient, after string, limit int,
 		defer timer.Stop()
 		select {
 		case <-timer.C:
+		case <-f.endedC():
 		case <-ctx.Done():
 			return nil, "", ctx.Err()
 		}
@@ -314,7 +326,9 @@ func TestGetFeed(t *testing.T) {
 		require.JSONEq(t, `{"events":[],"cursor":"abcd-7"}`, string(r.body))
 	})
 
-	t.Run("ShutdownEndsLongPolls", func(t *testing.T) {
+	// On shutdown, long polls are answered at once with an empty page and the unchanged
+	// cursor: the client polls again (on another node) without treating it as an error.
+	t.Run("ShutdownAnswersLongPolls", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, testOpts{httpServer: true, feed: &fakeFeed{block: true}})
 		hs := b.server.HTTPServer("unused")
@@ -322,13 +336,12 @@ func TestGetFeed(t *testing.T) {
 		require.NoError(t, hs.Shutdown(t.Context()))
 		<-b.server.drainCtx.Done() // Shutdown runs its hooks in goroutines
 
-		r := b.get(t, "/v1/feed?wait=30", b.token)
-		requireProblem(t, r, http.StatusServiceUnavailable, "service-unavailable")
-		require.Equal(t, "1", r.Header.Get("Retry-After"))
-		require.Contains(t, b.logs.String(), "shutting down")
+		r := b.get(t, "/v1/feed?after=abcd-7&wait=30", b.token)
+		require.Equal(t, http.StatusOK, r.StatusCode, "body: %s", r.body)
+		require.JSONEq(t, `{"events":[],"cursor":"abcd-7"}`, string(r.body))
 	})
 
-	t.Run("ShutdownEndsParkedLongPoll", func(t *testing.T) {
+	t.Run("ShutdownAnswersParkedLongPoll", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, testOpts{feed: &fakeFeed{block: true}})
 
@@ -336,8 +349,9 @@ func TestGetFeed(t *testing.T) {
 			<-b.feed.polling
 			b.server.Drain()
 		}()
-		r := b.get(t, "/v1/feed?wait=30", b.token)
-		requireProblem(t, r, http.StatusServiceUnavailable, "service-unavailable")
+		r := b.get(t, "/v1/feed?after=abcd-7&wait=30", b.token)
+		require.Equal(t, http.StatusOK, r.StatusCode, "body: %s", r.body)
+		require.JSONEq(t, `{"events":[],"cursor":"abcd-7"}`, string(r.body))
 		require.Equal(t, 30*time.Second, b.feed.lastCall(t).Wait)
 	})
 }

@@ -12,6 +12,11 @@
 // reads the new range once (filtered to its waiting recipients) and fans it out in memory.
 // A fallback timer looks the head up once per FallbackInterval while anyone waits, so a lost
 // NOTIFY delays a delivery by at most that long.
+//
+// Two kinds of waiters share that machinery: a long poll (Poll) waits once for its first
+// entries; a Follower (Follow, for streams) stays registered and receives every batch into
+// a bounded queue. A follower whose queue would overflow is dropped and told so
+// (ErrSlowConsumer): the hub never blocks on, or buffers without bound for, a slow client.
 package hub
 
 import (
@@ -56,11 +61,13 @@ type Hub struct {
 	ringHead atomic.Int64  // highest head announced by the doorbell
 	lookup   atomic.Bool   // the head is unknown (reconnect): look it up
 
-	mu   sync.Mutex
-	head int64 // every entry at or below head has been fanned out
-	gen  uint64
-	subs map[string]map[*subscriber]struct{}
-	n    int
+	mu       sync.Mutex
+	head     int64 // every entry at or below head has been fanned out
+	gen      uint64
+	subs     map[string]map[*subscriber]struct{}
+	n        int
+	waitsEnd bool // EndWaits was called: long polls answer at once
+	stopped  bool // Run returned: nobody is served any more
 
 	// ReadFunc, when set, is called after each fan-out read (tests count reads with it).
 	ReadFunc func(events int)
@@ -72,7 +79,8 @@ type subscriber struct {
 	seenHead  int64
 	limit     int
 	gen       uint64
-	ch        chan delivery
+	ch        chan delivery // one-shot waiters (Poll)
+	follower  *Follower     // persistent waiters (Follow)
 }
 
 type delivery struct {
@@ -218,7 +226,7 @@ func (h *Hub) deliver(events []feed.Event, upTo int64, gen uint64) {
 			if s.gen > gen {
 				if s.seenHead < upTo {
 					h.removeLocked(s)
-					s.ch <- delivery{resync: true}
+					s.resync()
 				}
 				continue
 			}
@@ -229,6 +237,13 @@ func (h *Hub) deliver(events []feed.Event, upTo int64, gen uint64) {
 				}
 			}
 			if len(out) == 0 {
+				continue
+			}
+			if s.follower != nil {
+				s.after = out[len(out)-1].Position
+				if !s.follower.push(out) {
+					h.removeLocked(s)
+				}
 				continue
 			}
 			if s.limit > 0 && len(out) > s.limit {
@@ -251,7 +266,7 @@ func (h *Hub) reset(head int64) {
 	for _, set := range h.subs {
 		for s := range set {
 			h.removeLocked(s)
-			s.ch <- delivery{resync: true}
+			s.resync()
 		}
 	}
 }
@@ -259,25 +274,69 @@ func (h *Hub) reset(head int64) {
 func (h *Hub) closeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.stopped, h.waitsEnd = true, true
 	for _, set := range h.subs {
 		for s := range set {
 			h.removeLocked(s)
-			close(s.ch)
+			s.end()
 		}
 	}
 }
 
-// subscribe registers a one-shot waiter, or returns nil when the hub is already past
-// seenHead (the caller must read again).
-func (h *Hub) subscribe(recipient string, after, seenHead int64, limit int) *subscriber {
+// EndWaits answers every parked long poll now, and every later one at once, with an empty
+// page and its unchanged cursor (as if its wait had elapsed). Followers are not affected.
+// The API calls it when the node starts to shut down.
+func (h *Hub) EndWaits() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.waitsEnd = true
+	for _, set := range h.subs {
+		for s := range set {
+			if s.follower == nil {
+				h.removeLocked(s)
+				s.end()
+			}
+		}
+	}
+}
+
+// resync tells s to read the feed again; s has been removed.
+func (s *subscriber) resync() {
+	if s.follower != nil {
+		s.follower.fail(errResync)
+		return
+	}
+	s.ch <- delivery{resync: true}
+}
+
+// end tells s that it will not be served; s has been removed.
+func (s *subscriber) end() {
+	if s.follower != nil {
+		s.follower.fail(ErrClosed)
+		return
+	}
+	close(s.ch)
+}
+
+// subscribe registers a waiter: one-shot when f is nil, else f's persistent registration.
+// It returns nil when the hub is already past seenHead (the caller must read again), and
+// a closed subscriber's status through ended: true when no waiter is served any more
+// (one-shot: EndWaits or shutdown; follower: shutdown).
+func (h *Hub) subscribe(recipient string, after, seenHead int64, limit int, f *Follower) (s *subscriber, ended bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || (f == nil && h.waitsEnd) {
+		return nil, true
+	}
 	if h.head > seenHead {
-		return nil
+		return nil, false
 	}
 	h.gen++
-	s := &subscriber{recipient: recipient, after: after, seenHead: seenHead, limit: limit, gen: h.gen,
-		ch: make(chan delivery, 1)}
+	s = &subscriber{recipient: recipient, after: after, seenHead: seenHead, limit: limit, gen: h.gen,
+		follower: f}
+	if f == nil {
+		s.ch = make(chan delivery, 1)
+	}
 	set := h.subs[recipient]
 	if set == nil {
 		set = map[*subscriber]struct{}{}
@@ -285,7 +344,7 @@ func (h *Hub) subscribe(recipient string, after, seenHead int64, limit int) *sub
 	}
 	set[s] = struct{}{}
 	h.n++
-	return s
+	return s, false
 }
 
 // unsubscribe removes s if it is still registered.

@@ -65,7 +65,10 @@ func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait
 		if timeout == nil {
 			return nil, cursor, nil
 		}
-		s := h.subscribe(recipient, pos, st.Head, limit)
+		s, ended := h.subscribe(recipient, pos, st.Head, limit, nil)
+		if ended {
+			return nil, cursor, nil // the node is shutting down: answer as if the wait elapsed
+		}
 		if s == nil {
 			continue // the hub moved past our read: read again
 		}

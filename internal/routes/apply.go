@@ -20,25 +20,50 @@ const applyLockKey int64 = 0x746f6373696e2d72
 const ApplyLockTimeout = 10 * time.Second
 
 // Apply checks f, then installs it in one transaction: it upserts the tocsin.route rows,
-// (re)creates each changed route's trigger function and trigger, and removes the routes
+// (re)creates each changed trigger route's function and trigger, and removes the routes
 // that are no longer in f. Routes whose definition is already installed are not touched,
 // so applying the same file twice changes nothing. On any error nothing changes. Concurrent
 // applies wait for each other.
+//
+// Replication routes install no trigger. Around the transaction Apply manages what they
+// need (see PrepareReplication and FinishReplication): the publication and the slot exist
+// before the routes commit, so no change after the commit is missed, and both go when the
+// last replication route goes.
 func Apply(ctx context.Context, pool *pgxpool.Pool, f *File) (Summary, error) {
 	var s Summary
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	created, err := PrepareReplication(ctx, pool, f)
+	if err != nil {
+		return Summary{}, err
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
 		s, err = ApplyTx(ctx, tx, f)
 		return err
 	})
 	if err != nil {
+		if created {
+			// Leave nothing behind that pins WAL for routes that never committed.
+			_, _ = FinishReplication(context.WithoutCancel(ctx), pool)
+		}
 		return Summary{}, err
+	}
+	if created {
+		s.Notes = append(s.Notes, "created the publication and the replication slot")
+	}
+	dropped, err := FinishReplication(ctx, pool)
+	if err != nil {
+		return s, err
+	}
+	if dropped {
+		s.Notes = append(s.Notes, "dropped the replication slot and the publication (no replication route is left)")
 	}
 	return s, nil
 }
 
 // ApplyTx is Apply inside the caller's transaction: its changes commit or roll back with
-// it. It holds the apply lock and sets lock_timeout until that transaction ends.
+// it. It holds the apply lock and sets lock_timeout until that transaction ends. When f has
+// replication routes, the caller calls PrepareReplication before ApplyTx (ApplyTx fails
+// when the slot is missing) and FinishReplication after the commit.
 func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 	var s Summary
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, applyLockKey); err != nil {
@@ -55,14 +80,25 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 	if err != nil {
 		return s, err
 	}
+	var searchPath string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&searchPath); err != nil {
+		return s, fmt.Errorf("reading search_path: %w", err)
+	}
 	for i := range f.Routes {
 		r := &f.Routes[i]
 		pk := tables[r.Table].pk
-		spec, err := json.Marshal(newSpec(r, pk))
+		sp := newSpec(r, pk)
+		if r.Capture == CaptureReplication && r.Recipients.SQL != "" {
+			sp.SearchPath = searchPath
+		}
+		spec, err := json.Marshal(sp)
 		if err != nil {
 			return s, fmt.Errorf("encoding route %q: %w", r.Name, err)
 		}
-		body := functionBody(r, pk)
+		body := ""
+		if r.Capture != CaptureReplication {
+			body = functionBody(r, pk)
+		}
 		_, exists := installed[r.Name]
 		delete(installed, r.Name)
 		if exists {
@@ -93,6 +129,11 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 			return s, err
 		}
 	}
+	notes, err := syncReplication(ctx, tx, f, tables)
+	if err != nil {
+		return s, err
+	}
+	s.Notes = append(s.Notes, notes...)
 	return s, nil
 }
 
@@ -113,14 +154,16 @@ func installedRoutes(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {
 }
 
 // isInstalled reports whether r is installed exactly as it would be now: same spec, same
-// function body, and its trigger in place (someone may have dropped it by hand).
+// function body, and its trigger in place (someone may have dropped it by hand). A
+// replication route (body "") is installed when its spec matches and it has no function.
 func isInstalled(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body string) (bool, error) {
 	var same bool
 	err := tx.QueryRow(ctx, `
 		SELECT r.spec = $2::jsonb
-		   AND coalesce((SELECT p.prosrc = $3 FROM pg_proc p WHERE p.oid = to_regprocedure($4)), false)
+		   AND CASE WHEN $3 = '' THEN to_regprocedure($4) IS NULL ELSE
+		       coalesce((SELECT p.prosrc = $3 FROM pg_proc p WHERE p.oid = to_regprocedure($4)), false)
 		   AND EXISTS (SELECT 1 FROM pg_trigger t
-		               WHERE t.tgfoid = to_regprocedure($4) AND t.tgname = $5 AND t.tgrelid = to_regclass($6))
+		               WHERE t.tgfoid = to_regprocedure($4) AND t.tgname = $5 AND t.tgrelid = to_regclass($6)) END
 		FROM tocsin.route r WHERE r.name = $1`,
 		r.Name, string(spec), body, functionName(r.Name)+"()", triggerName(r.Name), r.Table.sanitize()).Scan(&same)
 	if err != nil {
@@ -129,16 +172,22 @@ func isInstalled(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body str
 	return same, nil
 }
 
-// install (re)creates r's function and trigger and records r.
+// install (re)creates r's function and trigger (none for a replication route) and records r.
 func install(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body string) error {
-	if _, err := tx.Exec(ctx, createFunctionSQL(r, body)); err != nil {
-		return fmt.Errorf("creating the trigger function of route %q: %w", r.Name, err)
-	}
-	if err := dropTriggers(ctx, tx, r.Name); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, createTriggerSQL(r)); err != nil {
-		return fmt.Errorf("creating the trigger of route %q: %w", r.Name, err)
+	if body == "" {
+		if err := uninstallTrigger(ctx, tx, r.Name); err != nil {
+			return err
+		}
+	} else {
+		if _, err := tx.Exec(ctx, createFunctionSQL(r, body)); err != nil {
+			return fmt.Errorf("creating the trigger function of route %q: %w", r.Name, err)
+		}
+		if err := dropTriggers(ctx, tx, r.Name); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, createTriggerSQL(r)); err != nil {
+			return fmt.Errorf("creating the trigger of route %q: %w", r.Name, err)
+		}
 	}
 	_, err := tx.Exec(ctx, `
 		INSERT INTO tocsin.route (name, table_name, capture, spec) VALUES ($1, $2, $3, $4::jsonb)
@@ -154,14 +203,22 @@ func install(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body string)
 
 // uninstall removes route name's triggers, function and row.
 func uninstall(ctx context.Context, tx pgx.Tx, name string) error {
+	if err := uninstallTrigger(ctx, tx, name); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM tocsin.route WHERE name = $1`, name); err != nil {
+		return fmt.Errorf("removing route %q: %w", name, err)
+	}
+	return nil
+}
+
+// uninstallTrigger removes route name's triggers and function.
+func uninstallTrigger(ctx context.Context, tx pgx.Tx, name string) error {
 	if err := dropTriggers(ctx, tx, name); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, "DROP FUNCTION IF EXISTS "+functionName(name)+"()"); err != nil {
 		return fmt.Errorf("dropping the trigger function of route %q: %w", name, err)
-	}
-	if _, err := tx.Exec(ctx, `DELETE FROM tocsin.route WHERE name = $1`, name); err != nil {
-		return fmt.Errorf("removing route %q: %w", name, err)
 	}
 	return nil
 }
@@ -187,46 +244,53 @@ func dropTriggers(ctx context.Context, tx pgx.Tx, name string) error {
 	return nil
 }
 
-// spec is a route as stored in tocsin.route.spec: the input of other parts of Tocsin
-// (grouping reads group) and the record Apply compares to decide whether a route changed.
-type spec struct {
+// Spec is a route as stored in tocsin.route.spec: the input of other parts of Tocsin
+// (grouping reads group, replication capture routes with it) and the record Apply compares
+// to decide whether a route changed.
+type Spec struct {
 	Name        string         `json:"name"`
 	Schema      string         `json:"schema"`
 	Table       string         `json:"table"`
 	Key         []string       `json:"key"` // the primary key when applied
 	On          []Op           `json:"on"`
-	Recipients  specRecipients `json:"recipients"`
+	Recipients  SpecRecipients `json:"recipients"`
 	Topic       string         `json:"topic"`
 	Kind        Kind           `json:"kind"`
 	Payload     Payload        `json:"payload"`
 	Columns     []string       `json:"columns,omitempty"`
 	WhenChanged []string       `json:"when_changed,omitempty"`
-	Group       *specGroup     `json:"group,omitempty"`
+	Group       *SpecGroup     `json:"group,omitempty"`
 	Capture     Capture        `json:"capture"`
+	// SearchPath is the search_path in effect when a replication route with a recipient
+	// query was applied; the consumer runs the query under it, as a trigger function pins
+	// its own.
+	SearchPath string `json:"search_path,omitempty"`
 }
 
-type specRecipients struct {
+// SpecRecipients is Recipients as stored.
+type SpecRecipients struct {
 	Column string   `json:"column,omitempty"`
 	SQL    string   `json:"sql,omitempty"`
 	Static []string `json:"static,omitempty"`
 }
 
-type specGroup struct {
+// SpecGroup is Group as stored.
+type SpecGroup struct {
 	Window        string   `json:"window"`         // a Go duration ("30s")
 	WindowSeconds float64  `json:"window_seconds"` // the same, for SQL
 	By            []string `json:"by"`
 	Max           int      `json:"max"`
 }
 
-func newSpec(r *Route, pk []string) spec {
-	s := spec{
+func newSpec(r *Route, pk []string) Spec {
+	s := Spec{
 		Name: r.Name, Schema: r.Table.Schema, Table: r.Table.Name, Key: pk, On: r.On,
-		Recipients: specRecipients{Column: r.Recipients.Column, SQL: r.Recipients.SQL, Static: r.Recipients.Static},
+		Recipients: SpecRecipients{Column: r.Recipients.Column, SQL: r.Recipients.SQL, Static: r.Recipients.Static},
 		Topic:      r.Topic, Kind: r.Kind, Payload: r.Payload,
 		Columns: r.Columns, WhenChanged: r.WhenChanged, Capture: r.Capture,
 	}
 	if g := r.Group; g != nil {
-		s.Group = &specGroup{Window: g.Window.String(), WindowSeconds: g.Window.Seconds(), By: g.By, Max: g.Max}
+		s.Group = &SpecGroup{Window: g.Window.String(), WindowSeconds: g.Window.Seconds(), By: g.By, Max: g.Max}
 		if s.Group.By == nil {
 			s.Group.By = []string{}
 		}

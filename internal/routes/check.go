@@ -37,12 +37,15 @@ type tableInfo struct {
 	kind    string
 	columns map[string]string // name → type, as format_type writes it
 	pk      []string
+	// replident is pg_class.relreplident: d(efault), n(othing), f(ull), i(ndex).
+	replident string
 }
 
 // check validates f and returns the catalog's view of each route's table.
 func check(ctx context.Context, tx pgx.Tx, f *File) (map[Table]*tableInfo, error) {
 	tables := map[Table]*tableInfo{}
 	var errs []error
+	var repl *replicationPrereqs
 	for i := range f.Routes {
 		r := &f.Routes[i]
 		fail := func(field, format string, args ...any) {
@@ -66,8 +69,25 @@ func check(ctx context.Context, tx pgx.Tx, f *File) (map[Table]*tableInfo, error
 		case r.Table.Schema == "tocsin":
 			fail("table", "%q is one of Tocsin's own tables", r.Table)
 			continue
+		case len(t.pk) == 0 && r.Capture == CaptureReplication:
+			fail("table", "table %q has no primary key (entries carry the row's key) and so no replica "+
+				"identity: once published, the application's updates and deletes on it would fail", r.Table)
 		case len(t.pk) == 0:
 			fail("table", "table %q has no primary key (entries carry the row's key)", r.Table)
+		case r.Capture == CaptureReplication && t.replident == "n":
+			fail("table", "table %q has REPLICA IDENTITY NOTHING: once published, the application's updates "+
+				"and deletes on it would fail (ALTER TABLE ... REPLICA IDENTITY DEFAULT)", r.Table)
+		}
+		if r.Capture == CaptureReplication {
+			if repl == nil {
+				var err error
+				if repl, err = loadReplicationPrereqs(ctx, tx); err != nil {
+					return nil, err
+				}
+			}
+			for _, problem := range repl.problems() {
+				fail("capture", "%s", problem)
+			}
 		}
 		exists := func(field, c string) {
 			if _, ok := t.columns[c]; !ok {
@@ -184,9 +204,9 @@ func loadTable(ctx context.Context, tx pgx.Tx, t Table) (*tableInfo, error) {
 	info := &tableInfo{columns: map[string]string{}}
 	var oid uint32
 	err := tx.QueryRow(ctx, `
-		SELECT c.oid, c.relkind::text
+		SELECT c.oid, c.relkind::text, c.relreplident::text
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid, &info.kind)
+		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid, &info.kind, &info.replident)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return info, nil
 	}

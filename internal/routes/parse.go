@@ -234,11 +234,24 @@ func (p *parser) route(n *yaml.Node, idx int) (r Route, ok bool) {
 	switch s := str("capture"); Capture(s) {
 	case "", CaptureTrigger:
 	case CaptureReplication:
-		p.add(r.line("capture"), label, "capture", "replication is not supported yet (use trigger)")
+		r.Capture = CaptureReplication
 	default:
 		p.add(r.line("capture"), label, "capture", "must be trigger or replication, got %q", s)
 	}
 	return r, len(p.errs) == before
+}
+
+// SetDefaultCapture sets the capture mode of the routes that do not name one (the
+// configuration's TOCSIN_CAPTURE_DEFAULT). It is a no-op for an empty c.
+func (f *File) SetDefaultCapture(c Capture) {
+	if c == "" {
+		return
+	}
+	for i := range f.Routes {
+		if _, written := f.Routes[i].lines["capture"]; !written {
+			f.Routes[i].Capture = c
+		}
+	}
 }
 
 func parseTable(s string) (Table, bool) {

@@ -209,7 +209,6 @@ func TestParseErrors(t *testing.T) {
 		{"group.by scalar", okRoute + "    group: { window: 1m, by: portfolio_id }\n", `routes.yaml:6: route "r": group.by: must be a list`},
 		{"group unknown", okRoute + "    group:\n      window: 1m\n      every: 5\n", `routes.yaml:8: route "r": group.every: unknown field`},
 
-		{"capture replication", okRoute + "    capture: replication\n", `routes.yaml:6: route "r": capture: replication is not supported yet (use trigger)`},
 		{"capture bad", okRoute + "    capture: wal\n", `routes.yaml:6: route "r": capture: must be trigger or replication, got "wal"`},
 
 		{"several at once", "routes:\n  - name: a\n    table: comment\n    topic: t\n    recipients: { column: x }\n    kind: k\n  - name: b\n    payload: p\n",

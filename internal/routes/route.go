@@ -95,7 +95,8 @@ type Capture string
 const (
 	// CaptureTrigger captures with a row trigger, in the application's transaction.
 	CaptureTrigger Capture = "trigger"
-	// CaptureReplication captures through logical replication (not supported yet).
+	// CaptureReplication captures through logical replication: nothing on the
+	// application's write path; Tocsin's capture consumer writes the outbox (internal/capture).
 	CaptureReplication Capture = "replication"
 )
 
@@ -168,6 +169,9 @@ type Summary struct {
 	Updated   []string
 	Removed   []string
 	Unchanged []string
+	// Notes are what Apply changed beyond routes (replica identity, publication, slot), one
+	// sentence each.
+	Notes []string
 }
 
 // Changed reports whether Apply changed anything.
@@ -185,6 +189,9 @@ func (s Summary) String() string {
 		for _, n := range l.names {
 			fmt.Fprintf(&b, "%s route %q\n", l.verb, n)
 		}
+	}
+	for _, n := range s.Notes {
+		b.WriteString(n + "\n")
 	}
 	fmt.Fprintf(&b, "%d created, %d updated, %d removed, %d unchanged\n",
 		len(s.Created), len(s.Updated), len(s.Removed), len(s.Unchanged))

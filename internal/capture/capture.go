@@ -1,0 +1,191 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config configures a Consumer. Zero values take the defaults below.
+type Config struct {
+	// DatabaseURL is the database to stream from; the replication connection adds
+	// replication=database to it.
+	DatabaseURL string
+	// WakeFunc, when set, is called after outbox rows commit (the sequencer's Wake).
+	WakeFunc func()
+	// AppliedFunc, when set, is called after each source transaction's outbox rows commit
+	// (tests, benchmarks, metrics).
+	AppliedFunc func(Applied)
+	// SlotWALWarnBytes is the WAL the slot may retain before Ready fails and a warning is
+	// logged (TOCSIN_SLOT_WAL_WARN_BYTES).
+	SlotWALWarnBytes int64
+	// StatusInterval is the longest time between two standby status updates.
+	StatusInterval time.Duration
+	// StandbyInterval is how often a standby tries to take leadership.
+	StandbyInterval time.Duration
+	// IdleInterval is how often a leader with no replication route looks for one.
+	IdleInterval time.Duration
+	// RetryInterval is the pause after an error before trying again.
+	RetryInterval time.Duration
+	// MonitorInterval is how often the slot's retained WAL is measured.
+	MonitorInterval time.Duration
+	// FlushRows is how many outbox rows are buffered before they are written (inside the
+	// open transaction): it bounds memory for transactions of any size.
+	FlushRows int
+	// BatchRows makes the consumer commit once its transaction holds this many rows, even
+	// when more changes are waiting.
+	BatchRows int
+}
+
+// Defaults.
+const (
+	SlotWALWarnBytesDefault = 1 << 30
+	StatusIntervalDefault   = time.Second
+	StandbyIntervalDefault  = time.Second
+	IdleIntervalDefault     = 5 * time.Second
+	RetryIntervalDefault    = time.Second
+	MonitorIntervalDefault  = 10 * time.Second
+	FlushRowsDefault        = 1000
+	BatchRowsDefault        = 10000
+)
+
+// Applied describes one source transaction whose outbox rows committed.
+type Applied struct {
+	CommitLSN  pglogrepl.LSN
+	CommitTime time.Time // the source transaction's commit time (server clock)
+	Rows       int
+}
+
+// leaderLockKey is the advisory lock that makes a consumer the leader ("tocsin-c").
+const leaderLockKey int64 = 0x746f6373696e2d63
+
+// Consumer reads the replication routes' changes from the WAL and writes their outbox rows.
+type Consumer struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+	warned bool
+}
+
+// New returns a Consumer working through pool.
+func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Consumer {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.StatusInterval, StatusIntervalDefault)
+	def(&cfg.StandbyInterval, StandbyIntervalDefault)
+	def(&cfg.IdleInterval, IdleIntervalDefault)
+	def(&cfg.RetryInterval, RetryIntervalDefault)
+	def(&cfg.MonitorInterval, MonitorIntervalDefault)
+	if cfg.SlotWALWarnBytes <= 0 {
+		cfg.SlotWALWarnBytes = SlotWALWarnBytesDefault
+	}
+	if cfg.FlushRows <= 0 {
+		cfg.FlushRows = FlushRowsDefault
+	}
+	if cfg.BatchRows <= 0 {
+		cfg.BatchRows = BatchRowsDefault
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = pool.Config().ConnString()
+	}
+	return &Consumer{cfg: cfg, pool: pool, log: log}
+}
+
+// Run takes part in leader election and, while leader, streams until ctx ends. It also
+// measures the slot every MonitorInterval, leader or not.
+func (c *Consumer) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.monitor(ctx)
+	}()
+	defer func() { <-done }()
+	for {
+		err := c.lead(ctx)
+		c.setLeader(false, false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			c.log.Warn("capture stopped leading", slog.Any("error", err))
+		}
+		if !sleep(ctx, c.cfg.RetryInterval) {
+			return nil
+		}
+	}
+}
+
+// lead waits for leadership on a dedicated connection, then streams on it while at least
+// one replication route exists.
+func (c *Consumer) lead(ctx context.Context) error {
+	conn, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquiring the capture connection: %w", err)
+	}
+	// The connection carries a session lock: never hand it back to the pool.
+	defer func() { _ = conn.Hijack().Close(context.WithoutCancel(ctx)) }()
+	for {
+		var leader bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&leader); err != nil {
+			return fmt.Errorf("trying for capture leadership: %w", err)
+		}
+		if leader {
+			break
+		}
+		if !sleep(ctx, c.cfg.StandbyInterval) {
+			return nil
+		}
+	}
+	c.log.Info("capture is leader")
+	c.setLeader(true, false)
+	idleLogged := false
+	for {
+		var routed bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tocsin.route WHERE capture = 'replication')`).Scan(&routed); err != nil {
+			return fmt.Errorf("looking for replication routes: %w", err)
+		}
+		if !routed {
+			if !idleLogged {
+				c.log.Info("capture idle: no replication route")
+				idleLogged = true
+			}
+			if !sleep(ctx, c.cfg.IdleInterval) {
+				return nil
+			}
+			continue
+		}
+		idleLogged = false
+		slot, err := c.ensureSlot(ctx, conn.Conn())
+		if err != nil {
+			return err
+		}
+		if err := c.stream(ctx, conn.Conn(), slot); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,210 @@
+package hub
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tocsin/tocsin/internal/feed"
+)
+
+// memStore is an in-memory feed: enough to drive the hub's hand-over without a database
+// (the database paths are covered end to end in internal/app).
+type memStore struct {
+	mu     sync.Mutex
+	epoch  string
+	events []feed.Event
+}
+
+func (m *memStore) append(recipient string, n int) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for range n {
+		pos := int64(len(m.events) + 1)
+		m.events = append(m.events, feed.Event{Position: pos, Recipient: recipient,
+			ID: feed.Cursor{Epoch: m.epoch, Position: pos}.String(), Kind: "message"})
+	}
+	return int64(len(m.events))
+}
+
+func (m *memStore) FeedState(context.Context) (feed.State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return feed.State{Epoch: m.epoch, Head: int64(len(m.events))}, nil
+}
+
+func (m *memStore) FeedListAfter(_ context.Context, recipient string, after int64, limit int) ([]feed.Event, feed.State, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []feed.Event
+	for _, e := range m.events {
+		if e.Recipient == recipient && e.Position > after && len(out) < limit {
+			out = append(out, e)
+		}
+	}
+	return out, feed.State{Epoch: m.epoch, Head: int64(len(m.events))}, 0, nil
+}
+
+func (m *memStore) FeedListRange(_ context.Context, from, to int64, recipients []string, limit int) ([]feed.Event, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []feed.Event
+	for _, e := range m.events {
+		if e.Position > from && e.Position <= to && len(out) < limit {
+			for _, r := range recipients {
+				if r == e.Recipient {
+					out = append(out, e)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func startHub(t *testing.T, pageLimit int) (*Hub, *memStore) {
+	t.Helper()
+	store := &memStore{epoch: "abcd"}
+	h := New(store, Config{FallbackInterval: time.Hour, PageLimit: pageLimit}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return h, store
+}
+
+func waitWake(t *testing.T, f *Follower) {
+	t.Helper()
+	select {
+	case <-f.Wake():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the follower was never woken")
+	}
+}
+
+// A follower that leaves entries queued while more arrive is dropped with
+// ErrSlowConsumer; a follower that keeps up gets every entry, and the hub never waits.
+func TestFollowerSlowConsumer(t *testing.T) {
+	t.Parallel()
+	h, store := startHub(t, 100)
+	ctx := t.Context()
+	slow, err := h.Follow(ctx, "alice", "now", 4)
+	require.NoError(t, err)
+	defer slow.Close()
+	fast, err := h.Follow(ctx, "alice", "now", 4)
+	require.NoError(t, err)
+	defer fast.Close()
+	for _, f := range []*Follower{slow, fast} {
+		ev, err := f.Next(ctx) // the (empty) first page; registers
+		require.NoError(t, err)
+		require.Empty(t, ev)
+	}
+
+	var got []feed.Event
+	for batch := range 3 {
+		// A batch larger than the bound is accepted by an empty queue.
+		h.Ring(store.append("alice", 6))
+		waitWake(t, fast)
+		ev, err := fast.Next(ctx)
+		require.NoError(t, err)
+		require.Len(t, ev, 6, "batch %d", batch)
+		got = append(got, ev...)
+		if batch == 0 {
+			waitWake(t, slow) // the slow one's queue now holds the first batch
+		}
+	}
+	for i, e := range got {
+		require.Equal(t, int64(i+1), e.Position)
+	}
+	_, err = slow.Next(ctx)
+	require.ErrorIs(t, err, ErrSlowConsumer)
+	require.Equal(t, 1, h.Waiting(), "the slow follower is no longer registered")
+}
+
+// A follower reads its backlog page by page, then is handed live entries, each exactly once.
+func TestFollowerBacklogThenLive(t *testing.T) {
+	t.Parallel()
+	h, store := startHub(t, 10)
+	ctx := t.Context()
+	store.append("alice", 25)
+	store.append("bob", 5)
+	f, err := h.Follow(ctx, "alice", "", 0)
+	require.NoError(t, err)
+	defer f.Close()
+	require.Equal(t, "", f.Cursor(), "no known position before the backlog is read")
+
+	var got []feed.Event
+	for len(got) < 25 {
+		ev, err := f.Next(ctx)
+		require.NoError(t, err)
+		got = append(got, ev...)
+	}
+	require.Equal(t, "abcd-30", f.Cursor(), "caught up to the head")
+	h.Ring(store.append("alice", 3))
+	for len(got) < 28 {
+		ev, err := f.Next(ctx)
+		require.NoError(t, err)
+		if len(ev) == 0 {
+			waitWake(t, f)
+		}
+		got = append(got, ev...)
+	}
+	for i, e := range got {
+		require.Equal(t, "alice", e.Recipient)
+		if i > 0 {
+			require.Greater(t, e.Position, got[i-1].Position)
+		}
+	}
+	require.Len(t, got, 28)
+}
+
+func TestFollowRefusesBadCursors(t *testing.T) {
+	t.Parallel()
+	h, store := startHub(t, 10)
+	store.append("alice", 3)
+	_, err := h.Follow(t.Context(), "alice", "zzzz-1", 0)
+	require.ErrorIs(t, err, feed.ErrCursorExpired)
+	_, err = h.Follow(t.Context(), "alice", "abcd-99", 0)
+	require.ErrorIs(t, err, feed.ErrCursorExpired)
+	_, err = h.Follow(t.Context(), "alice", "garbage", 0)
+	require.ErrorIs(t, err, feed.ErrCursorMalformed)
+}
+
+// EndWaits answers parked long polls with an empty page and their cursor; followers stay.
+func TestEndWaits(t *testing.T) {
+	t.Parallel()
+	h, _ := startHub(t, 10)
+	ctx := t.Context()
+	f, err := h.Follow(ctx, "alice", "now", 0)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = f.Next(ctx)
+	require.NoError(t, err)
+
+	type result struct {
+		events []feed.Event
+		cursor string
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		ev, c, err := h.Poll(ctx, "alice", "abcd-0", 10, time.Hour)
+		res <- result{ev, c, err}
+	}()
+	require.Eventually(t, func() bool { return h.Waiting() == 2 }, 10*time.Second, time.Millisecond)
+	h.EndWaits()
+	r := <-res
+	require.NoError(t, r.err)
+	require.Empty(t, r.events)
+	require.Equal(t, "abcd-0", r.cursor)
+	require.Equal(t, 1, h.Waiting(), "the follower is still registered")
+	ev, c, err := h.Poll(ctx, "alice", "abcd-0", 10, time.Hour)
+	require.NoError(t, err)
+	require.Empty(t, ev)
+	require.Equal(t, "abcd-0", c, "a later long poll answers at once")
+
+}
