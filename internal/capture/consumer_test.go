@@ -35,7 +35,7 @@ func TestLargeTransaction(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Len(t, applied, 1)
-	require.Equal(t, 2*n, applied[0].Rows)
+	require.Equal(t, 3*n, applied[0].Rows, "item-owner, item-team (grouped) and item-audit")
 }
 
 // TestCaptureOffConsumesAndConfirms switches capture off: changes are consumed and the

@@ -103,9 +103,20 @@ func TestCrashNoLossNoDuplicate(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM item`).Scan(&rows))
 	// Every insert reaches its owner (item-owner) and service:audit (item-audit).
 	want := 2 * rows
-	eventually(t, 2*time.Minute, "the complete feed", func() bool {
-		return feedCount() >= want && b.count(t, `SELECT count(*) FROM tocsin.outbox`) == 0
-	})
+	deadline := time.Now().Add(2 * time.Minute)
+	for feedCount() < want || b.count(t, `SELECT count(*) FROM tocsin.outbox`) > 0 {
+		if time.Now().After(deadline) {
+			var state string
+			_ = b.pool.QueryRow(b.ctx, `SELECT concat_ws(' ', s.slot_name, s.active, s.confirmed_flush_lsn, r.applied_lsn, pg_current_wal_lsn(),
+				(SELECT count(*) FROM tocsin.outbox))
+				FROM pg_replication_slots s LEFT JOIN tocsin.replication_state r USING (slot_name)`).Scan(&state)
+			var routesState string
+			_ = b.pool.QueryRow(b.ctx, `SELECT string_agg(concat_ws(':', route, n, lo, hi), ' ') FROM (
+				SELECT route, count(*) n, min((key->>'id')::bigint) lo, max((key->>'id')::bigint) hi FROM tocsin.feed GROUP BY route) r`).Scan(&routesState)
+			t.Fatalf("feed has %d of %d entries (%s); slot, active, confirmed, applied, current, outbox: %s", feedCount(), want, routesState, state)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	require.Equal(t, want, feedCount(), "no duplicates")
 	require.Zero(t, b.count(t, `
 		SELECT count(*) FROM (SELECT recipient, key FROM tocsin.feed GROUP BY 1, 2 HAVING count(*) > 1) d`), "no duplicates")

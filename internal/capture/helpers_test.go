@@ -45,7 +45,15 @@ routes:
     topic: item
     payload: full
     columns: [id, owner, team, status, amount, flag, at, day, doc, tags, nums, uid, score, body]
-    group: { window: 30s, by: [owner, team] }
+    capture: CAPTURE
+  - name: item-team
+    table: item
+    on: [insert, update]
+    recipients: { static: ["team-digest"] }
+    topic: team
+    payload: full
+    columns: [id, team]
+    group: { window: 1h, by: [owner, team] }
     capture: CAPTURE
   - name: item-status
     table: item
@@ -155,6 +163,17 @@ func (b *bundle) feedByRecipient(t *testing.T) map[string][]string {
 	var r, e string
 	_, err = pgx.ForEachRow(rows, []any{&r, &e}, func() error {
 		out[r] = append(out[r], e)
+		return nil
+	})
+	require.NoError(t, err)
+	// Grouped rows wait in group_pending (their window is an hour): compare them too.
+	rows, err = b.pool.Query(b.ctx, `
+		SELECT recipient, jsonb_build_object('route', route, 'group_key', group_key, 'topic', topic,
+		       'table', table_name, 'key', key, 'data', data)::text
+		FROM tocsin.group_pending ORDER BY id`)
+	require.NoError(t, err)
+	_, err = pgx.ForEachRow(rows, []any{&r, &e}, func() error {
+		out["pending:"+r] = append(out["pending:"+r], e)
 		return nil
 	})
 	require.NoError(t, err)

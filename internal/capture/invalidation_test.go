@@ -18,6 +18,7 @@ import (
 	"github.com/tocsin/tocsin/internal/hub"
 	"github.com/tocsin/tocsin/internal/pgcluster"
 	"github.com/tocsin/tocsin/internal/pgtest"
+	"github.com/tocsin/tocsin/internal/sequencer"
 )
 
 // syncBuffer is a log sink safe for concurrent writers.
@@ -56,17 +57,19 @@ func TestSlotInvalidationResetsEpoch(t *testing.T) {
 
 	// First life: one change goes through; remember its cursor.
 	life, stop := context.WithCancel(ctx)
-	c := capture.New(pool, capture.Config{DatabaseURL: url, RetryInterval: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
-	done := make(chan struct{})
-	go func() { _ = c.Run(life); close(done) }()
+	seq := sequencer.New(pool, sequencer.Config{}, slog.New(slog.DiscardHandler))
+	c := capture.New(pool, capture.Config{DatabaseURL: url, RetryInterval: 50 * time.Millisecond, WakeFunc: seq.Wake},
+		slog.New(slog.DiscardHandler))
+	done := make(chan struct{}, 2)
+	go func() { _ = c.Run(life); done <- struct{}{} }()
+	go func() { _ = seq.Run(life); done <- struct{}{} }()
 	b.exec(t, `INSERT INTO item (id, owner) VALUES (1, 'alice')`)
-	eventually(t, time.Minute, "the first change in the outbox", func() bool {
-		return b.count(t, `SELECT count(*) FROM tocsin.outbox`) > 0
+	eventually(t, time.Minute, "the first change in the feed", func() bool {
+		return b.count(t, `SELECT count(*) FROM tocsin.feed WHERE recipient = 'alice'`) > 0
 	})
 	stop()
 	<-done
-	_, err = pool.Exec(ctx, `SELECT tocsin.sequence_batch(1000)`)
-	require.NoError(t, err)
+	<-done
 	st, err := feed.NewStore(pool).FeedState(ctx)
 	require.NoError(t, err)
 	oldCursor := st.Cursor(st.Head).String()
