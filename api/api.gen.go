@@ -19,8 +19,33 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/gin-gonic/gin"
+	"github.com/gin-gonic/gin/binding"
 	"github.com/oapi-codegen/runtime"
 )
+
+// Defines values for GetInboxParamsState.
+const (
+	All      GetInboxParamsState = "all"
+	Archived GetInboxParamsState = "archived"
+	Unread   GetInboxParamsState = "unread"
+	Unseen   GetInboxParamsState = "unseen"
+)
+
+// Valid indicates whether the value is a known member of the GetInboxParamsState enum.
+func (e GetInboxParamsState) Valid() bool {
+	switch e {
+	case All:
+		return true
+	case Archived:
+		return true
+	case Unread:
+		return true
+	case Unseen:
+		return true
+	default:
+		return false
+	}
+}
 
 // Capabilities What this deployment offers right now.
 type Capabilities struct {
@@ -49,14 +74,19 @@ type Event struct {
 	// JSON value), or null when the route sends keys only.
 	Data json.RawMessage `json:"data"`
 
+	// Group The group key of a digest; absent otherwise.
+	Group *string `json:"group,omitempty"`
+
 	// Id The event's cursor; sending it as `after` resumes right after this event.
 	Id string `json:"id"`
 
 	// Key The changed row's key columns; null when the route sends no payload.
 	Key json.RawMessage `json:"key"`
 
-	// Kind `notification` (belongs in an inbox), `change` (refresh the UI) or `message`
-	// (published by the application or another user).
+	// Kind `notification` (belongs in an inbox), `change` (refresh the UI), `message`
+	// (published by the application or another user), `digest` (grouped changes:
+	// `data` is `{count, first_at, last_at, keys, data}`) or `inbox` (the caller's
+	// inbox state changed elsewhere: `data` is `{action, ids | up_to, counts}`).
 	//
 	//
 	// Example: notification
@@ -69,6 +99,10 @@ type Event struct {
 	//
 	// Example: insert
 	Op *string `json:"op"`
+
+	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
+	// from view. Absent otherwise.
+	Replaces *string `json:"replaces,omitempty"`
 
 	// Table The schema-qualified table that changed; null for messages.
 	//
@@ -92,6 +126,90 @@ type FeedPage struct {
 	Events []Event `json:"events"`
 }
 
+// InboxCounts defines model for InboxCounts.
+type InboxCounts struct {
+	Unread int `json:"unread"`
+	Unseen int `json:"unseen"`
+}
+
+// InboxEntry A feed entry with its inbox state.
+type InboxEntry struct {
+	ArchivedAt *time.Time `json:"archived_at"`
+
+	// Changed The columns an update changed; null for inserts, deletes and messages.
+	Changed []string `json:"changed"`
+
+	// CreatedAt When the change or message was captured.
+	CreatedAt time.Time `json:"created_at"`
+
+	// Data The row's columns allowed by the route (an object), the message's payload (any
+	// JSON value), or null when the route sends keys only.
+	Data json.RawMessage `json:"data"`
+
+	// Group The group key of a digest; absent otherwise.
+	Group *string `json:"group,omitempty"`
+
+	// Id The event's cursor; sending it as `after` resumes right after this event.
+	Id string `json:"id"`
+
+	// Key The changed row's key columns; null when the route sends no payload.
+	Key json.RawMessage `json:"key"`
+
+	// Kind `notification` (belongs in an inbox), `change` (refresh the UI), `message`
+	// (published by the application or another user), `digest` (grouped changes:
+	// `data` is `{count, first_at, last_at, keys, data}`) or `inbox` (the caller's
+	// inbox state changed elsewhere: `data` is `{action, ids | up_to, counts}`).
+	//
+	//
+	// Example: notification
+	Kind string `json:"kind"`
+
+	// Old The row's previous values (updates and deletes), when captured.
+	Old json.RawMessage `json:"old"`
+
+	// Op The row operation (`insert`, `update`, `delete`); null for messages.
+	//
+	// Example: insert
+	Op     *string    `json:"op"`
+	ReadAt *time.Time `json:"read_at"`
+
+	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
+	// from view. Absent otherwise.
+	Replaces *string    `json:"replaces,omitempty"`
+	SeenAt   *time.Time `json:"seen_at"`
+
+	// Table The schema-qualified table that changed; null for messages.
+	//
+	// Example: public.comment
+	Table *string `json:"table"`
+
+	// Topic The route's or message's topic, for the client to dispatch on.
+	//
+	// Example: comment
+	Topic string `json:"topic"`
+}
+
+// InboxMarkResult defines model for InboxMarkResult.
+type InboxMarkResult struct {
+	// Changed How many entries changed state (0 when they already had it).
+	Changed int         `json:"changed"`
+	Counts  InboxCounts `json:"counts"`
+}
+
+// InboxPage defines model for InboxPage.
+type InboxPage struct {
+	Entries []InboxEntry `json:"entries"`
+
+	// Next The `before` of the next (older) page; null at the end.
+	Next *string `json:"next"`
+}
+
+// InboxSelection defines model for InboxSelection.
+type InboxSelection struct {
+	Ids  *[]string `json:"ids,omitempty"`
+	UpTo *string   `json:"up_to,omitempty"`
+}
+
 // Problem An RFC 9457 problem detail.
 type Problem struct {
 	// Detail What went wrong with this request, for a human.
@@ -110,6 +228,25 @@ type Problem struct {
 	//
 	// Example: https://tocsin.dev/problems/cursor-expired
 	Type string `json:"type"`
+}
+
+// PublishRequest defines model for PublishRequest.
+type PublishRequest struct {
+	// Data The payload, any JSON value.
+	Data json.RawMessage `json:"data"`
+
+	// Group Fold messages of this group into one digest per recipient.
+	Group      *string  `json:"group,omitempty"`
+	Recipients []string `json:"recipients"`
+	Topic      string   `json:"topic"`
+}
+
+// PublishResult defines model for PublishResult.
+type PublishResult struct {
+	MessageId string `json:"message_id"`
+
+	// Recipients The distinct recipients.
+	Recipients []string `json:"recipients"`
 }
 
 // StreamTicket A single-use credential for `GET /v1/feed/stream?ticket=`.
@@ -133,11 +270,20 @@ type WaitParam = int32
 // BadRequest An RFC 9457 problem detail.
 type BadRequest = Problem
 
+// Forbidden An RFC 9457 problem detail.
+type Forbidden = Problem
+
 // Gone An RFC 9457 problem detail.
 type Gone = Problem
 
+// InboxMarked defines model for InboxMarked.
+type InboxMarked = InboxMarkResult
+
 // InternalError An RFC 9457 problem detail.
 type InternalError = Problem
+
+// PayloadTooLarge An RFC 9457 problem detail.
+type PayloadTooLarge = Problem
 
 // ServiceUnavailable An RFC 9457 problem detail.
 type ServiceUnavailable = Problem
@@ -147,6 +293,9 @@ type TooManyRequests = Problem
 
 // Unauthorized An RFC 9457 problem detail.
 type Unauthorized = Problem
+
+// UnprocessableEntity An RFC 9457 problem detail.
+type UnprocessableEntity = Problem
 
 // GetFeedParams defines parameters for GetFeed.
 type GetFeedParams struct {
@@ -177,6 +326,36 @@ type StreamFeedParams struct {
 	LastEventID *string `json:"Last-Event-ID,omitempty"`
 }
 
+// GetInboxParams defines parameters for GetInbox.
+type GetInboxParams struct {
+	// State `unread` (not read), `unseen` (not seen), `all` (not archived) or `archived`.
+	State *GetInboxParamsState `form:"state,omitempty" json:"state,omitempty"`
+	Limit *int32               `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Before Return entries older than this entry id (the `next` of the previous page).
+	Before *string `form:"before,omitempty" json:"before,omitempty"`
+}
+
+// GetInboxParamsState defines parameters for GetInbox.
+type GetInboxParamsState string
+
+// PublishMessageParams defines parameters for PublishMessage.
+type PublishMessageParams struct {
+	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
+// MarkInboxArchivedJSONRequestBody defines body for MarkInboxArchived for application/json ContentType.
+type MarkInboxArchivedJSONRequestBody = InboxSelection
+
+// MarkInboxReadJSONRequestBody defines body for MarkInboxRead for application/json ContentType.
+type MarkInboxReadJSONRequestBody = InboxSelection
+
+// MarkInboxSeenJSONRequestBody defines body for MarkInboxSeen for application/json ContentType.
+type MarkInboxSeenJSONRequestBody = InboxSelection
+
+// PublishMessageJSONRequestBody defines body for PublishMessage for application/json ContentType.
+type PublishMessageJSONRequestBody = PublishRequest
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// GetCapabilities What this deployment offers, for choosing a transport.
@@ -188,6 +367,24 @@ type ServerInterface interface {
 	// StreamFeed Follow the caller's feed as Server-Sent Events.
 	// (GET /v1/feed/stream)
 	StreamFeed(c *gin.Context, params StreamFeedParams)
+	// GetInbox List the caller's inbox, newest first.
+	// (GET /v1/inbox)
+	GetInbox(c *gin.Context, params GetInboxParams)
+	// MarkInboxArchived Archive entries (and mark them seen). Idempotent.
+	// (POST /v1/inbox/archive)
+	MarkInboxArchived(c *gin.Context)
+	// GetInboxCounts The caller's unread and unseen counts (badges), exact.
+	// (GET /v1/inbox/counts)
+	GetInboxCounts(c *gin.Context)
+	// MarkInboxRead Mark entries read (and seen). Idempotent.
+	// (POST /v1/inbox/read)
+	MarkInboxRead(c *gin.Context)
+	// MarkInboxSeen Mark entries seen. Idempotent.
+	// (POST /v1/inbox/seen)
+	MarkInboxSeen(c *gin.Context)
+	// PublishMessage Publish a message to recipients.
+	// (POST /v1/messages)
+	PublishMessage(c *gin.Context, params PublishMessageParams)
 	// CreateStreamTicket Get a single-use ticket to open the stream without an Authorization header.
 	// (POST /v1/stream-tickets)
 	CreateStreamTicket(c *gin.Context)
@@ -306,6 +503,141 @@ func (siw *ServerInterfaceWrapper) StreamFeed(c *gin.Context) {
 	siw.Handler.StreamFeed(c, params)
 }
 
+// GetInbox operation middleware
+func (siw *ServerInterfaceWrapper) GetInbox(c *gin.Context) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetInboxParams
+
+	// ------------- Optional query parameter "state" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "state", c.Request.URL.Query(), &params.State, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter state: %w", err), http.StatusBadRequest)
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", c.Request.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: "int32"})
+	if err != nil {
+		siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter limit: %w", err), http.StatusBadRequest)
+		return
+	}
+
+	// ------------- Optional query parameter "before" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "before", c.Request.URL.Query(), &params.Before, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter before: %w", err), http.StatusBadRequest)
+		return
+	}
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.GetInbox(c, params)
+}
+
+// MarkInboxArchived operation middleware
+func (siw *ServerInterfaceWrapper) MarkInboxArchived(c *gin.Context) {
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.MarkInboxArchived(c)
+}
+
+// GetInboxCounts operation middleware
+func (siw *ServerInterfaceWrapper) GetInboxCounts(c *gin.Context) {
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.GetInboxCounts(c)
+}
+
+// MarkInboxRead operation middleware
+func (siw *ServerInterfaceWrapper) MarkInboxRead(c *gin.Context) {
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.MarkInboxRead(c)
+}
+
+// MarkInboxSeen operation middleware
+func (siw *ServerInterfaceWrapper) MarkInboxSeen(c *gin.Context) {
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.MarkInboxSeen(c)
+}
+
+// PublishMessage operation middleware
+func (siw *ServerInterfaceWrapper) PublishMessage(c *gin.Context) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params PublishMessageParams
+
+	headers := c.Request.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandler(c, fmt.Errorf("Expected one value for Idempotency-Key, got %d", n), http.StatusBadRequest)
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter Idempotency-Key: %w", err), http.StatusBadRequest)
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		middleware(c)
+		if c.IsAborted() {
+			return
+		}
+	}
+
+	siw.Handler.PublishMessage(c, params)
+}
+
 // CreateStreamTicket operation middleware
 func (siw *ServerInterfaceWrapper) CreateStreamTicket(c *gin.Context) {
 
@@ -346,6 +678,12 @@ func RegisterHandlersWithOptions(router gin.IRouter, si ServerInterface, options
 		ErrorHandler:       errorHandler,
 	}
 
+	router.GET(options.BaseURL+"/v1/inbox", wrapper.GetInbox)
+	router.GET(options.BaseURL+"/v1/inbox/counts", wrapper.GetInboxCounts)
+	router.POST(options.BaseURL+"/v1/inbox/seen", wrapper.MarkInboxSeen)
+	router.POST(options.BaseURL+"/v1/inbox/read", wrapper.MarkInboxRead)
+	router.POST(options.BaseURL+"/v1/inbox/archive", wrapper.MarkInboxArchived)
+	router.POST(options.BaseURL+"/v1/messages", wrapper.PublishMessage)
 	router.GET(options.BaseURL+"/v1/feed", wrapper.GetFeed)
 	router.GET(options.BaseURL+"/v1/feed/stream", wrapper.StreamFeed)
 	router.POST(options.BaseURL+"/v1/stream-tickets", wrapper.CreateStreamTicket)
@@ -354,9 +692,15 @@ func RegisterHandlersWithOptions(router gin.IRouter, si ServerInterface, options
 
 type BadRequestApplicationProblemPlusJSONResponse Problem
 
+type ForbiddenApplicationProblemPlusJSONResponse Problem
+
 type GoneApplicationProblemPlusJSONResponse Problem
 
+type InboxMarkedJSONResponse InboxMarkResult
+
 type InternalErrorApplicationProblemPlusJSONResponse Problem
+
+type PayloadTooLargeApplicationProblemPlusJSONResponse Problem
 
 type ServiceUnavailableResponseHeaders struct {
 	RetryAfter *int
@@ -384,6 +728,8 @@ type UnauthorizedApplicationProblemPlusJSONResponse struct {
 
 	Headers UnauthorizedResponseHeaders
 }
+
+type UnprocessableEntityApplicationProblemPlusJSONResponse Problem
 
 type GetCapabilitiesRequestObject struct {
 }
@@ -678,6 +1024,654 @@ func (response StreamFeed503ApplicationProblemPlusJSONResponse) VisitStreamFeedR
 	return err
 }
 
+type GetInboxRequestObject struct {
+	Params GetInboxParams
+}
+
+type GetInboxResponseObject interface {
+	VisitGetInboxResponse(w http.ResponseWriter) error
+}
+
+type GetInbox200JSONResponse InboxPage
+
+func (response GetInbox200JSONResponse) VisitGetInboxResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInbox400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetInbox400ApplicationProblemPlusJSONResponse) VisitGetInboxResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInbox401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetInbox401ApplicationProblemPlusJSONResponse) VisitGetInboxResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInbox410ApplicationProblemPlusJSONResponse struct {
+	GoneApplicationProblemPlusJSONResponse
+}
+
+func (response GetInbox410ApplicationProblemPlusJSONResponse) VisitGetInboxResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(410)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInbox500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response GetInbox500ApplicationProblemPlusJSONResponse) VisitGetInboxResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInbox503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetInbox503ApplicationProblemPlusJSONResponse) VisitGetInboxResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxArchivedRequestObject struct {
+	Body *MarkInboxArchivedJSONRequestBody
+}
+
+type MarkInboxArchivedResponseObject interface {
+	VisitMarkInboxArchivedResponse(w http.ResponseWriter) error
+}
+
+type MarkInboxArchived200JSONResponse struct{ InboxMarkedJSONResponse }
+
+func (response MarkInboxArchived200JSONResponse) VisitMarkInboxArchivedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxArchived400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxArchived400ApplicationProblemPlusJSONResponse) VisitMarkInboxArchivedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxArchived401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxArchived401ApplicationProblemPlusJSONResponse) VisitMarkInboxArchivedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxArchived410ApplicationProblemPlusJSONResponse struct {
+	GoneApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxArchived410ApplicationProblemPlusJSONResponse) VisitMarkInboxArchivedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(410)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxArchived500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxArchived500ApplicationProblemPlusJSONResponse) VisitMarkInboxArchivedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxArchived503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxArchived503ApplicationProblemPlusJSONResponse) VisitMarkInboxArchivedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInboxCountsRequestObject struct {
+}
+
+type GetInboxCountsResponseObject interface {
+	VisitGetInboxCountsResponse(w http.ResponseWriter) error
+}
+
+type GetInboxCounts200JSONResponse InboxCounts
+
+func (response GetInboxCounts200JSONResponse) VisitGetInboxCountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInboxCounts401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetInboxCounts401ApplicationProblemPlusJSONResponse) VisitGetInboxCountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInboxCounts500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response GetInboxCounts500ApplicationProblemPlusJSONResponse) VisitGetInboxCountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInboxCounts503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetInboxCounts503ApplicationProblemPlusJSONResponse) VisitGetInboxCountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxReadRequestObject struct {
+	Body *MarkInboxReadJSONRequestBody
+}
+
+type MarkInboxReadResponseObject interface {
+	VisitMarkInboxReadResponse(w http.ResponseWriter) error
+}
+
+type MarkInboxRead200JSONResponse struct{ InboxMarkedJSONResponse }
+
+func (response MarkInboxRead200JSONResponse) VisitMarkInboxReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxRead400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxRead400ApplicationProblemPlusJSONResponse) VisitMarkInboxReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxRead401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxRead401ApplicationProblemPlusJSONResponse) VisitMarkInboxReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxRead410ApplicationProblemPlusJSONResponse struct {
+	GoneApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxRead410ApplicationProblemPlusJSONResponse) VisitMarkInboxReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(410)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxRead500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxRead500ApplicationProblemPlusJSONResponse) VisitMarkInboxReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxRead503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxRead503ApplicationProblemPlusJSONResponse) VisitMarkInboxReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxSeenRequestObject struct {
+	Body *MarkInboxSeenJSONRequestBody
+}
+
+type MarkInboxSeenResponseObject interface {
+	VisitMarkInboxSeenResponse(w http.ResponseWriter) error
+}
+
+type MarkInboxSeen200JSONResponse struct{ InboxMarkedJSONResponse }
+
+func (response MarkInboxSeen200JSONResponse) VisitMarkInboxSeenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxSeen400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxSeen400ApplicationProblemPlusJSONResponse) VisitMarkInboxSeenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxSeen401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxSeen401ApplicationProblemPlusJSONResponse) VisitMarkInboxSeenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxSeen410ApplicationProblemPlusJSONResponse struct {
+	GoneApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxSeen410ApplicationProblemPlusJSONResponse) VisitMarkInboxSeenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(410)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxSeen500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxSeen500ApplicationProblemPlusJSONResponse) VisitMarkInboxSeenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkInboxSeen503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response MarkInboxSeen503ApplicationProblemPlusJSONResponse) VisitMarkInboxSeenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessageRequestObject struct {
+	Params PublishMessageParams
+	Body   *PublishMessageJSONRequestBody
+}
+
+type PublishMessageResponseObject interface {
+	VisitPublishMessageResponse(w http.ResponseWriter) error
+}
+
+type PublishMessage202JSONResponse PublishResult
+
+func (response PublishMessage202JSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessage400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response PublishMessage400ApplicationProblemPlusJSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessage401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response PublishMessage401ApplicationProblemPlusJSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessage403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response PublishMessage403ApplicationProblemPlusJSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessage413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response PublishMessage413ApplicationProblemPlusJSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessage422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response PublishMessage422ApplicationProblemPlusJSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessage500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response PublishMessage500ApplicationProblemPlusJSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PublishMessage503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response PublishMessage503ApplicationProblemPlusJSONResponse) VisitPublishMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateStreamTicketRequestObject struct {
 }
 
@@ -764,6 +1758,24 @@ type StrictServerInterface interface {
 	// StreamFeed Follow the caller's feed as Server-Sent Events.
 	// (GET /v1/feed/stream)
 	StreamFeed(ctx context.Context, request StreamFeedRequestObject) (StreamFeedResponseObject, error)
+	// GetInbox List the caller's inbox, newest first.
+	// (GET /v1/inbox)
+	GetInbox(ctx context.Context, request GetInboxRequestObject) (GetInboxResponseObject, error)
+	// MarkInboxArchived Archive entries (and mark them seen). Idempotent.
+	// (POST /v1/inbox/archive)
+	MarkInboxArchived(ctx context.Context, request MarkInboxArchivedRequestObject) (MarkInboxArchivedResponseObject, error)
+	// GetInboxCounts The caller's unread and unseen counts (badges), exact.
+	// (GET /v1/inbox/counts)
+	GetInboxCounts(ctx context.Context, request GetInboxCountsRequestObject) (GetInboxCountsResponseObject, error)
+	// MarkInboxRead Mark entries read (and seen). Idempotent.
+	// (POST /v1/inbox/read)
+	MarkInboxRead(ctx context.Context, request MarkInboxReadRequestObject) (MarkInboxReadResponseObject, error)
+	// MarkInboxSeen Mark entries seen. Idempotent.
+	// (POST /v1/inbox/seen)
+	MarkInboxSeen(ctx context.Context, request MarkInboxSeenRequestObject) (MarkInboxSeenResponseObject, error)
+	// PublishMessage Publish a message to recipients.
+	// (POST /v1/messages)
+	PublishMessage(ctx context.Context, request PublishMessageRequestObject) (PublishMessageResponseObject, error)
 	// CreateStreamTicket Get a single-use ticket to open the stream without an Authorization header.
 	// (POST /v1/stream-tickets)
 	CreateStreamTicket(ctx context.Context, request CreateStreamTicketRequestObject) (CreateStreamTicketResponseObject, error)
@@ -902,6 +1914,226 @@ func (sh *strictHandler) StreamFeed(ctx *gin.Context, params StreamFeedParams) {
 	}
 }
 
+// GetInbox operation middleware
+func (sh *strictHandler) GetInbox(ctx *gin.Context, params GetInboxParams) {
+	var request GetInboxRequestObject
+
+	request.Params = params
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetInbox(ctx, request.(GetInboxRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetInbox")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(GetInboxResponseObject); ok {
+		if err := validResponse.VisitGetInboxResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// MarkInboxArchived operation middleware
+func (sh *strictHandler) MarkInboxArchived(ctx *gin.Context) {
+	var request MarkInboxArchivedRequestObject
+
+	var body MarkInboxArchivedJSONRequestBody
+	var err error
+	// A request validator built on kin-openapi's openapi3filter with
+	// KeepValidatedValue leaves the value it validated on the body. Bind
+	// that value, matching member names exactly, so the handler receives
+	// what was validated instead of a second, case-insensitive decode.
+	if vb, ok := ctx.Request.Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+		err = ctx.ShouldBindJSON(&body)
+	} else if binding.Validator != nil {
+		// ShouldBindJSON runs the struct validator after decoding; keep that.
+		err = binding.Validator.ValidateStruct(&body)
+	}
+	if err != nil {
+		sh.options.RequestErrorHandlerFunc(ctx, err)
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.MarkInboxArchived(ctx, request.(MarkInboxArchivedRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "MarkInboxArchived")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(MarkInboxArchivedResponseObject); ok {
+		if err := validResponse.VisitMarkInboxArchivedResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetInboxCounts operation middleware
+func (sh *strictHandler) GetInboxCounts(ctx *gin.Context) {
+	var request GetInboxCountsRequestObject
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetInboxCounts(ctx, request.(GetInboxCountsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetInboxCounts")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(GetInboxCountsResponseObject); ok {
+		if err := validResponse.VisitGetInboxCountsResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// MarkInboxRead operation middleware
+func (sh *strictHandler) MarkInboxRead(ctx *gin.Context) {
+	var request MarkInboxReadRequestObject
+
+	var body MarkInboxReadJSONRequestBody
+	var err error
+	// A request validator built on kin-openapi's openapi3filter with
+	// KeepValidatedValue leaves the value it validated on the body. Bind
+	// that value, matching member names exactly, so the handler receives
+	// what was validated instead of a second, case-insensitive decode.
+	if vb, ok := ctx.Request.Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+		err = ctx.ShouldBindJSON(&body)
+	} else if binding.Validator != nil {
+		// ShouldBindJSON runs the struct validator after decoding; keep that.
+		err = binding.Validator.ValidateStruct(&body)
+	}
+	if err != nil {
+		sh.options.RequestErrorHandlerFunc(ctx, err)
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.MarkInboxRead(ctx, request.(MarkInboxReadRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "MarkInboxRead")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(MarkInboxReadResponseObject); ok {
+		if err := validResponse.VisitMarkInboxReadResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// MarkInboxSeen operation middleware
+func (sh *strictHandler) MarkInboxSeen(ctx *gin.Context) {
+	var request MarkInboxSeenRequestObject
+
+	var body MarkInboxSeenJSONRequestBody
+	var err error
+	// A request validator built on kin-openapi's openapi3filter with
+	// KeepValidatedValue leaves the value it validated on the body. Bind
+	// that value, matching member names exactly, so the handler receives
+	// what was validated instead of a second, case-insensitive decode.
+	if vb, ok := ctx.Request.Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+		err = ctx.ShouldBindJSON(&body)
+	} else if binding.Validator != nil {
+		// ShouldBindJSON runs the struct validator after decoding; keep that.
+		err = binding.Validator.ValidateStruct(&body)
+	}
+	if err != nil {
+		sh.options.RequestErrorHandlerFunc(ctx, err)
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.MarkInboxSeen(ctx, request.(MarkInboxSeenRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "MarkInboxSeen")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(MarkInboxSeenResponseObject); ok {
+		if err := validResponse.VisitMarkInboxSeenResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PublishMessage operation middleware
+func (sh *strictHandler) PublishMessage(ctx *gin.Context, params PublishMessageParams) {
+	var request PublishMessageRequestObject
+
+	request.Params = params
+
+	var body PublishMessageJSONRequestBody
+	var err error
+	// A request validator built on kin-openapi's openapi3filter with
+	// KeepValidatedValue leaves the value it validated on the body. Bind
+	// that value, matching member names exactly, so the handler receives
+	// what was validated instead of a second, case-insensitive decode.
+	if vb, ok := ctx.Request.Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+		err = ctx.ShouldBindJSON(&body)
+	} else if binding.Validator != nil {
+		// ShouldBindJSON runs the struct validator after decoding; keep that.
+		err = binding.Validator.ValidateStruct(&body)
+	}
+	if err != nil {
+		sh.options.RequestErrorHandlerFunc(ctx, err)
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx *gin.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.PublishMessage(ctx, request.(PublishMessageRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PublishMessage")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		sh.options.HandlerErrorFunc(ctx, err)
+	} else if validResponse, ok := response.(PublishMessageResponseObject); ok {
+		if err := validResponse.VisitPublishMessageResponse(ctx.Writer); err != nil {
+			sh.options.ResponseErrorHandlerFunc(ctx, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(ctx, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // CreateStreamTicket operation middleware
 func (sh *strictHandler) CreateStreamTicket(ctx *gin.Context) {
 	var request CreateStreamTicketRequestObject
@@ -931,79 +2163,107 @@ func (sh *strictHandler) CreateStreamTicket(ctx *gin.Context) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"zHvbkuNGcvarZOD/I4YMg2zOQd5Ydmw4ZuWRLFkrjadbngthQigCSbK2gSpMVYFsrtwR+xB+Bj/YPokj",
-	"MwvgCeweOeRZX00Tp8rKw5dfZuX8khS2bqxBE3wy/yVplFM1BnT86/UyoHtLl+hXib5wugnammSe3K4R",
-	"itZ56yBYcKhKUPT4HMIaIZdbOdgl/24cbrRtPTRqhSlYB8oAbtCEZx5yXebTzPxQ6xCwhJF1gHUTduOU",
-	"310ilqC9rLF0tgYdPNiqRB/AYVDaYAlogttNgcSqdECnKsiN3eb8ms+MNdUOtmsVQDmnN+hFXF7B4ccW",
-	"fbiOP3xjjUf6YaCgp+lhKKwpHIZu19PMfMl/eFAOwTbqY4tzMLhBB4tWVyXtkrRLt8Ma62lmkjTBe1U3",
-	"FSbzxNhtkiaalPmxRbdL0sSomu6wZEma+GKNtSLdh11DN3xw2qySh4c0+U7XOjxim9r6IBr2YqDQOgPa",
-	"gDXIVpheWLyiDx8tXuJStVVI5s9nszRZWlerkMwTbcLLF0ma1Ope123Nt2dpUmsTf6ad2NoEXKFjud+r",
-	"i2LfYGFNyeJulQ6wtGKepXbdXmBLRjG0B+1BbZSu1KJC2GGAUWXNChpbVdqsxtPMzEAZv0WyUABrCpzC",
-	"v6uqJWsu7IaNAh7dBt0zD3EXMHo5Ax8FWewg7n1MRs5MZbfosCQJdUjBWHLAZeuxFOMO6ZO2MqzOQWV2",
-	"2psNaO8hTTrv5Pj8oyrfievSr8KagIb/VE1T6UKRXq8aZxcV1v/wZ09K/uVAkP/vcJnMk/93tceAK7nr",
-	"r97KW7LouXfFiCEjaLNRlS5hlMe/JvFmPgcFPaDQo7YNBAhOmRVSdJD+VGZMWy/QjekKRXZEFe35Ppn6",
-	"1hZeG9Det4QPEVwmtapIf1jmZO3kIU2+tgY/tyr24hIkkccqI0DTg5eAlGfc6y9uFUGax5CZfkd432jH",
-	"+4F3uMRQrEEZet8H5YKAX87o8AfCtrjrb0xAZ1T1xjnrPuf2XxtoDd43WBBuIy3PbiDi0C5IQSXtvgKH",
-	"G1QVG3WtzQpq63BK4t+g2+gCfzR9OH9uEwoIQKEMeySDBhi7hVHuRbhJu5cuH8/BbtBVVpXkjsFaqJXZ",
-	"gW3QZMYHh6r2bLgekTxYA2HNPl0iJTZdYykB4cCv2xBIJ6Xdmmlm3mFwu4P8VGKldoTdOd+ZcF7OU/om",
-	"rUufFPxZoypj7j548mmkXeDSOorq4HbarKZDuecAhh7S5NbaPymzi/DjP3vQqapCB2tFe4jq7xRPZjhS",
-	"N4zyYO2EHprEh8g3v6ysR8KXNDPWyeafVPrn1vOPRrVhbZ3+C5afW8kLVI6UYe+QwBdq7b02qxR64E0h",
-	"IlYKXq+Ihm11IMyyYY0O7nAH1mVGVSvrdFjXjIAEfJ5yuTas6B/ffccWukMziSlEAP1Iz+/fv5+8bomT",
-	"Bdo0DrOeKHKxJv+gLDN699WX8I+/+2I2nj5KqFgFUS90/0vVqIWudNCSao+Xei/wrj2U2FR2V9N27HJJ",
-	"XMPp1ToQetCCjbMNuu4ja1QuLFCFnyPDGN4EoQYlV68rNAVymEfv7jxIQf8t4pi0Pi136kJpQt/6mRDo",
-	"51rdf9qyOblqDmtrbEtkZ7GD/Os3t3C1eX5FmSsfXokXYezfqOrxlbqniJdt17pYg19bFyaRu0FRaeat",
-	"fm3bqmQAvbBm69dD1kF2vyOpr0SBOaiiwCZ4MLjtIWPExL81hMrgtzoU6/HBigtrK1QmEQL2sSWPT+Y/",
-	"yfLpgFkv6f2Slj70S9nFn7EItLc3mxjnx5v7waDUOl1pJVD4zDOrOPe5Yk1sq7xQwNmqrQ3lKmibUlFx",
-	"I49fg2mrihm4Nh5d8CkBIgaUxFaj92qFnouIgLUfiKk0oW9IPg+uxX6PyjlFBPl+srITujbxd7qZWJZM",
-	"VZPGsoLkrYc0KRyqgOXPKgzaWlBEBCd8ibIxzhSqCeTEJGfPtWmjEzL13sJ7mUsV1LCynN0+83uVVVQM",
-	"cHSw89g2IIyUAbFgrF2jLM+o8N0RYaBHdpn59uaH72FDxciYMZG1ve32Ih/zSKnjDndEHqqdIOKpSnsd",
-	"JvOEwH/6Tm3/JIv+Cg3rC/7RVehCT69ZJApQHUD5yESpwvZtjR3ydRlUe3l9OqTlO9xxCitLLSK9PXBa",
-	"2dmAt4pvRkNQconGuH5Ef8Z2qp8mFz0yRt1vpc47bQYUmhsb9DJm7BxGCySQoAKK4k+bhb0fp5DLLnMY",
-	"OVw69GvJkd9weZRHf8ozM2raRaX9eu+CB3xAGiyShFuPbnzee9iLMmQfW5W/3j5il77Vs5FaeyTIIrgR",
-	"MWScirEOw/PzmMY2F4ObiKMT9VERQ6iXp5CL+PSXCJ+PD8DxEAf32pWXL+9pr+fQlTsDRQmTkcnHVlV6",
-	"qbEEfpbKyzCA0sOCsI8U08gQPkkg2+jikoraQEi2X+0ZMdtGF2nfqpHMTXy31L5RVMBacyzTXpjzptZh",
-	"ctVl0okTI4qt1+lMMCTitThs2ie7o5wxlFy/QizfkucM5teG0scnpldGxqfaowRFh4hp8D5wCRi7pbrs",
-	"O6WV6ntdwo8z0/dMD3qVz/Yfa00HjD0A8gYIgOsm7GAkjVCKP2UyY2OftXtfcUXibbWRztZZqzOix5mv",
-	"SHfxfO9vpOuoDVNTTSVuiS7tWrbczruOssV+nrQEClXjEaN4rHgRfvRwwipOvSjKmHaGGnKGrgw628hr",
-	"A1Q+/P7VF7+DWGHFbsa5I8j1C6XClluXzpqVFEicHaMlJXgUrNtamcFkqY0PyhQDzvoaHC7RcZUQrHzW",
-	"FkXr+FLaO4Rjb7AGB7/vgwrtBar+L7e3b0EegMKWOMzDgw7VoHjM61P6AGGXb+ta7Zlrp1L63qBgcuEs",
-	"j65DaPz86ipwW3Ba4qarf/1V1s5mLwtftSv+C3Np6tMFMIpYysHKx8D02GeP+3NPYhff7dTSKzjtnGTI",
-	"CW+4FLnVxR2GQU1qs6pw0nqEwmFJZbAS6B8qc/4p8If+kJ87quzBP86m5XXwwTYeFkjBKXXTr6HS4cJm",
-	"bvsFrqmwRcKaFCp9R3Ut9wGmcEOIqaVtnzJ0yhv59Gnly7Lp4U7PNU5+j0XrdNjdEKKIcqR/8LoN6/2v",
-	"r7rNfvv+NjlrgcK3729hu7YeoW9zULA12pg9N+uPGQprlnrVCs+YQo73TURmMNZMGBQzk/t2kceqFAvd",
-	"UFIdR6CWjV5Drr2XV3PVlgLjxRqLuy4RdEt1hxMMnFzO8rb2eiTHFxz4ZBeM/iEN6bc/3IgDygcmctPn",
-	"ae8zsKBNDZbjXNrAa6KpfGIWQ6xbQfvYj+16S69mzy+ftfSm73JCo/8Vd9Lf0mZpB3xRjhZqdYce3lof",
-	"Vg5v/u07cKiKoDc4p1zsdl15qQNsidUgRUVha6a1R+maeUJm7BJQFWtm3/QWpVR0xtNWI0nig0k5y9wa",
-	"ORNY7GBpqbDkbCjHi6nsm5E0M12LZMRdmj/Mcq4LDk++4i2Bvxmx1YWl9xHjVkRaZnOlZI2O5WQG71UR",
-	"ql0Mu5MMPs1MZt7wN/KrzfO8PwXqDknz17FXyd49hz9KN04w+dv3t0eQzIFONIZ9XXvhOr27x5g6PPyd",
-	"wi29IweuctDaO9i+l0gaXji79RRvLK8JN7Z1kg91se76/EzKYocx5a6xJIfYaZNO5qHTdxCUmcf9Hihh",
-	"s7y9yxcH7USifyiVqYAdqfVt69cwGgyRFG4YPSY3pBYhV2PO57HIYRAolIFF17yiUFouQYXMxK7WtTjQ",
-	"8akEw3q1VTsPW+vu+Kb4nyhC1R0F9GJ757rz7gu8yMMov9SXzsfRpjlFJ5k8M78ul8/hpE0Mo1ez51Q0",
-	"nx490o3ZOM3M+VlhvAWnZ24wevWcr5+dFcDo1Yvf88eGToNg9MXspcgQz73oymwsZnV2gR4qvUGwbfC6",
-	"xBg7pOvuCvO2wprgVBHm0WvWqKqw/ktMA42zBXpPZm+bcWYY9/k5iowdPUYoo4ykmjm8mM24Zvhi9rJz",
-	"5ajYjs4LZ4sImKTJBp0XUJxNn09n3AZo0KhGJ/Pk5XQ2fUlcQoU1Z8pTr6ZrK8kbfR39TZnMk68xHDXT",
-	"T86wX8xmj5xr/LrzjKN1Lh/XOoqjQ9mnR3Qgmf/0IU0iV3282S/cvVhb6zmWIDhlfGOddL3UyhMhET9K",
-	"PtAiXXAfqOtYxnc8qOGPa884xyGttVi3HddTKaggMx85D3B09WQ9zcx7Mn+XL6RVJEec2oOuayy1Cggj",
-	"AYh+fgL2r3W55IDKkAfG2QoP3lpD/6oAFVL9ag12SfFgSkNOf+SAKJZ/UmmbAjMTjx262Yu12lAd64kW",
-	"nEx2CDkUckTKolq2mzfaF9mZiTmBi+2+2NquVeDU0dfJa6xKDtbXkL96Psvh/DgealSmN8MCwxa7trPU",
-	"+CoKdDKVlBlp1RNirqzBCxMAcy7jQiG9vlIFtX+IclVrCumfUX6UUQBW4+EoAHwfi2jpuzrwd7ppsJRT",
-	"pND1j89i8yvkeuZw8Oun4SjbP3J1MBj2kD759MGo0ic8vR8Qevjwv4gVfQdoaK6h7wBFi48a671eVLs4",
-	"mNbb+6TFQ67GMw2vRNIhAfodXR2M7/Arz59+5eg4mF56/gnr8FTMQ5p88SlCHQ+T8Fsvn35rYIaDIbUH",
-	"0XeoyvN+WkQ01ekxYtAJox0fgimD5xGURp50EVFv4iHfZUTdW/IYVOdx9CzE8o5TLWiTmS48U5kSZKpv",
-	"cMvAp4jUA2f0WlptkcIbCyvVsO8YC2UrrovTzMhIlW/rw3Ei7gx+p3yYMOebfPPPeaSrUt81hB0m8KHT",
-	"AcuVc4/M6DgspwmOCmsMFsGPU8CKKJjqphlk8ch5hQQLtvCQwjyS99pHCkbS7/tKwGC0L1ZI7Dtjt4bI",
-	"ki67t+Vm/MIU3pC29ukBlhT7cPB8vFfGN1LI+Up3+06b/lZmcsLL7hbrgSzw7c0P33cij3oyK8X/yXF2",
-	"zCJ+zLWZdKeh0gYzM8rn+4P2nEk3q7xz24+tphq1O84eUZE1zPnHp6rmw6lIzJaaWDyrYZ6ZbrO91fJo",
-	"EdnoL1niUHlrsmQOWVLpJRLBzxL4D8gS4ccxccVrft2G0m4N/cxMlhxnt/gQT29lyUMOf/vrf+7XTsUv",
-	"ycRc9Jy2qEsYySYyQ/4fq/YD/5BaSslYTlfEW4Pjaz7QinttWr+elNoTcpQiAl3KDA+LHNQ0cyh4bIc+",
-	"fuj0XV3DMwQXRJ1Siu9OKIjUlRZlyPAOsYG2IfuW2setR2FtG45N1I3ktTV6QQL2ra3asY3zF7NXeSQM",
-	"tAeu1Ejw0zANtvHXjHGnDtnVjwMZW8Dst0jaA2MZ5cAhhMMC9QbLawjcI2noQilzKZs9G+2niQWh9i2Z",
-	"IwB7dATn6Wwf8D5csViTPeY/MtOTXjrSjn7JqfrF7NV5zngbDXfoetfATYBjU51Q0/+zuf/Vi98//fDp",
-	"UN/fhzPsy7DjfuxPH8htj5uUP314OKrVvtp3L06Ihh/oojxWpB33dPj/Rlj/SL2m+p7oEy35v/31v/IU",
-	"ZGZa2mwHY5wptCboipJA37zOYaSg1qYNeDCRnnb/1QB3NpLRw3k9ojj0hZ0M4XZjqdxS5yQv+afD6aNR",
-	"v7j0FKIjgIIDbKf9cSMxMxEotTUpaFNULQ+H9LlDW+OHMOxLPps9OvA4C/3nvxnRP1pnkOzvNzf9Hwfj",
-	"35Nbf43huFEZLRWszMKeNDU5oRk46tVGYjkcEE8EJQUgh5ZkodZVyTy54uotfuuXixO8XXj2pdZ0nzmY",
-	"6Z9nKoZmTj3nAZ1ybpb/5dNlemm2BittGjxt0sTF4m4fPjz8dwAAAP//",
+	"7HzrjhvH1eCrFHoXEInt4VCj0QbhIFjIWsmRI1uKZrzCwhTUNd2HZGWaVe2qalKMM0Ae4nuGPFie5MM5",
+	"p6ovZHNm9NlW8gH+R/al6tzv1T8luVlXRoP2Lpn9lFTSyjV4sPTv2cKDfYuX8F8BLreq8sroZJZcrUDk",
+	"tXXGCm+EBVkIiY/PhF+ByPhWJsyC/lcWNsrUTlRyCakwVkgtYAPaP3IiU0U2mes3a+U9FGJkrIB15Xfj",
+	"lN5dABRCOd5jYc1aKO+EKQtwXljwUmkoBGhvdxOBYJXKg5WlyLTZZvSam2ujy53YrqQX0lq1Acfg0g4W",
+	"fqzB+Yvwx1VGO8A/WuT4ND4scqNzCz5iPZnr5/TDCWlBmEr+WMNMaNiAFde1KgvEEqmLt/0K1pO5TtIE",
+	"Psl1VUIyS7TZJmmikJg/1mB3SZpoucY7BFmSJi5fwVoi7f2uwhvOW6WXye1tmrxWa+Xv4M3aOM8Udswg",
+	"X1stlBZGA3FhcmTzEhfubV7AQtalT2aPp9M0WRi7lj6ZJUr7J2dJmqzlJ7Wu13R7miZrpcPfNIKttIcl",
+	"WIL7vTwK9iXkRhcE7lYqLxaG2bNQNuIitsgUjTgoJ+RGqlJelyB24MWoNHopKlOWSi/Hk7meCqndFpBD",
+	"Xhidw0T8P1nWyM1rsyGmCAd2A/aREwELMXoyFS4Acr0TAfcxMnmuS7MFCwVCqHwqtEEBXNQOCmbuED0R",
+	"lWFyDhIzUm86QL3bNAmi+pUpFJCOvtLX5tMllJAzFVGjtQft8aesqlLlEu+c/sXx7RaQ/2lhkcyS/3Ha",
+	"2oBTvutO95alvfvceqH8Ciwqr8vEiNRPqMKNUeyzuvroDV7egN2xboq6QrpJXQil87IulF4Kv1JOqGKM",
+	"woioKQtFMvO2BkaWVZEQ/UoW7xj5O5CsrLkuYf2/Pg/Zt/zWEJZXrXlAiVN6I0tViFEWfp2Em9lMSNFY",
+	"T3zU1B6tn5V6CUgTFBY517peX4MlKqEZCyZUObqPcn1lcqe0UM7VaAyDJT1ZyxKFBYoMRTu5TZOXxl6r",
+	"ogD9penhzQ1osZY7grkwzMVRtogAZeMJAvi10fClYWvpiQ4C7YfUbPYbV8Iuw5EXai5uJToYB36uG5LD",
+	"pwrlMRtPxDtYgM9XJL0WnJfWsyvKyFb/AT1NYAtpzrfS3qAk/5LaiGu+A4emYwD5P5qtWEvNyoYeK1+h",
+	"5BUpwYx45qZGZ9C6PX5iwkB7sFqWL6w19kvy7JkWtYZPFeTo+gG3J+VicJD0yNUCWVYKCxuQJanKCq3H",
+	"2lgG/63clUYWV8a8lnb5xYXu2hQ7FLkSNw8y1zoXIfMcKo8aUjGcJ96YE3o4aMol2I3K4XvdeLQvjUIA",
+	"NZea7BT5TaHNVowyx8Cd1C102XgmzAYsIoNGyhvDwmcq0HPtvAW5diR5jVN2wmi2FNoUgLGdWkPBZtIK",
+	"t6q9R54WZqsnc/0O0GW0slpAKXcYvmR054RC0yzFNXFfXJJd8ApkEcLXzpP3BxvXsDAWbb23O6WXk6Hw",
+	"q+OJb9Pkyphvpd4Fp+S+uKWTZQlWrCTiEMgfCY9s6JFbjDKUOXzoJDyEuvW8NA7Q66RzbSwjfy/RvzSd",
+	"v9ey9itj1V/vtKi/jmaDtEgM8njKibVyTullKhp3nIrgJlLh1BIzka3y6CgMhUc3sBPGzrUsl8Yqv1qT",
+	"20Fv4zCcVWwovn/3mjh0A/okBBbs5nt0fv/+/cmzGtMSj0jDcOAfQM5XKB8Ye4zevXwu/vfvnk7Hkztz",
+	"CqZ1ZU0OzqGWv9Be+d2XJrkqYF0ZDzrfEfWQVhhhUzoQyRpDslHWefxkrdxa+nxFVvU24kq0ey4rea1K",
+	"5UPY3N/3PQcIyokCqtLs1sgbs1hg7mDVcuXRFCL1KmsqsHGRFUjrr0H6jyFjGOYImkAE1qkSdA5ks4Kq",
+	"RnWQolkLc0bcH7fb14c0wbU+ojn9uJafHrZthnqXiZXRpsbk5Xonsq9fXInTzeNTjH2y4Z1oE3LEG1ne",
+	"vVN8CvOs7UrlK+FWxvqTkIuJvFSUh7qVqcuCvMGRPWu3GuIOcKrRhfqUCZg13lXDtrF/I0rka40uRrit",
+	"8vlq3Nnx2pgSpE5iQsVZxw+8fTrA1mN0P0alD81W5vovkHvE7cUmaFAfuTcaQn4USiVs1x85iksPZS6E",
+	"dUcKMqas1xodr6irQvoY4xUXQtdlSSqktAPrXYrWHTywl16jyi/BUVHAw9oNGIg0wTU4OMEMrcFRWisx",
+	"4f10sjQneO3E3ajqxBBksjypDBEo5HVpkluQHoqP0g/yWneCUzSWATYyBLmsPAoxwtnkzojoCbK65XAL",
+	"cyG9HCaWNdtHriVZick9aQcJj6k9iJHUgjkYalEBlkdOhFAOH9nN9TeXb74TG1nWGNhgsofU3kZceDEH",
+	"6AdvYIeRULlj875P0oaGySxBszp5J7ff8qafQeGlNXU1jDXdYre0EFIUakmVL3lN/ois61Y5qg4dYXdL",
+	"W3VEDGNhj/OoC8Ic7YDyQrqQMmWYR9VriAY2Rh3K8euTIWbeALkjWRSKMX/b0Q0GckApWAUCvxHzwPOL",
+	"O9ikTeTwHZQIyv1Lce1G6QGCZtp4tQguNxOja0Bb5DB0kFoozAzHqcgYy0yMLCwsuBXHFa/wVhDabK5H",
+	"VX1dKrdq5bzjzkXHv9YOLL7K4pGJEYkNFIGYbjbXGWpWhkFR9hOllikX6j5Kn4pShh8o7qnAR28zLg0R",
+	"xBmb6Gjr5pquCuc7NktA6WC7Agsz0d1MUkkqFapw4m+CKk1pSG5vY9TUrbK21BsSKVMWny9SLEpNUXvD",
+	"VcUR21y2qMG6jlOWr67h+jLSZKqjZg/zA8s8x1wb/UGWiozBx18MfDbuuI2uh2ipyy8/xFZYqEqZw7EI",
+	"oiBzpAVIWyqwwS6xPTAahKsrsA4KJLPyHBRqC7IYz0RhTYVJN9XP5prqMhsF24l4tm/VBm3uAaw+ZuAD",
+	"eTKFlCc/1rJUCwWFoGd590NfO0w0UsJ8EuK8BwFkKpUfY2ft0R+1uz3CZKtSedoU0Dn+whSsUK7CCFkY",
+	"3YepBeaw1dANkVSRRHCCwSJJizRjEx28LitX2oQsPc8/FCK9BCjeyiUMR0kVBgEPDJLI8dzXtEJL33VI",
+	"Gj55qkqEHpYqmv4V2rPQgeCUba6bTlang/SoXazW0Yw1/oUQQP+2rvxOjLg9hbZC6rk2ofsV35eUJDtT",
+	"brjfcNCACpbuQFa453OI+wvuBSlNCYbywtgCbBobaWS7LwJsocvCVbZcrqEXF96V3HGUe7sXG+5LUYAx",
+	"jYwaEgaqeT4ns06dyR6DWfeHSgZpUmsHXBQfaD91oQiLNG8cheIFxufkJcryzSKZ/fAwGuwDLW2+Upsm",
+	"8B2MXx9gR+XPWwBR/RkL7NEwrtYClvbwPKTph4MSMFfgOQmi4okiOW0CgkmvrB5K4AcicTQxOlYZD9HG",
+	"aNpo6E7IEtHYiZUshPLj4Sw1b4Ty3pp9kN99qnUsIj9wVPSiOezjGjDBnw/Syo4UH6hmmqDdG7aVGZcn",
+	"GjNIFnJEnZUxmbPg60J7BXQx+WwJirgEOI5Sotfj7JNDFX1SHMj8Wn56xTebHnX8f0gOiiiHm+4HkMVa",
+	"1gH1nmnx7uVz8fvzp78ToUwWuhiH3oqvH6lKbanrbY1esm5QRBTcDXt4KVb1WurBhElp56XOBzzqM2Fh",
+	"AZYKUj608Eye15YupY1OWHJZRsPg+qhC9ZGY7o9XV28FPyByU8CwMnnly0HwqISU4gIYYLl6vZZtkSSS",
+	"FNcbBIwvHORSK+8rNzs99dRknRSwiUVMdzqvp9MnuSvrJf2CjOdB8ILQEjPVzs796OmuZfvNxHsDLLob",
+	"ydIQOI1CMqQebzmp63TH9+TraAkkpLgp9VDaGsYk+ZULES9N2dacmKfKhdKE0t5QyB9SgIrKvbmqVKgK",
+	"rJV+DXrpV6S9D3CY4d2+jeivcmgx7rIQTTh+5yJ7jO3A0UbQxJo7eTrs7ALtPqpi0N71cT7ke6GcVzr3",
+	"LWHvqfzdGc11gOltPYTXJVVor1R+A35Q65VelnBSOxC5hQK0V5JzqaHq7//xtNAfskOjyvrm7i4y8uvC",
+	"eVM5cQ0Y7XI5+XMqjP4IMlfNBhdCCgcYvKeiVDcgJHeUJuISUxDF00kp5SL8Rja531DwtmkX00OKU8CX",
+	"11b53SUGA0wc7hE9q/2q/fcyIvvN+6vkMEb75v2V2K6MA9G0stAxVErrtprUTFPlRi/UsuYiw0Rk8KkK",
+	"qY7QRp9QljHXmauvQyWoEZtxyHwY0QuRKef41UzWBedF+Qrym5hZxa3iDBbFPFTlJ7RaOqKRZp/1YBEM",
+	"8sGTHm/fXLIA8gInfNNlaSMz4hqRGuxSUMVXPONOlrGxaRh3UC703GP/8Hz6+PhIWcP6qJaV+hPsuKGm",
+	"9MIMyCIPFa3lDTjx1ji/tHD559fCgsy92sBM8KRWqLpThcXnK0CtyM2aalq9/Jdi9rk2CwEyX1G9EN/C",
+	"HBWsdohqqDrQ/CWPbG41h/rXO7EwZWm2lF7yFGXKeJPXn+vYORpR8+oPU64ddgf8wi121dNsfCGuDb4P",
+	"EFBhaKk8UnCEE8sGcw2fZO7LXVC7vZR4Mtdz/YLWyE43j7Om2RhnQbNnoR9N0j0TX3HHleOHb95f9cIH",
+	"UvRHTrCsK8fFg0bcg051Z1wn4grf4blSnidtBKztFyOFr63ZOq6fUs55aWrLsZvKV3GWg6ocoYuc0mQA",
+	"BzKhAcnd6q7QRxMUKmlH5V5gcEnwNiKfd7qsmdAAXElnY4dkfVu7lRgNqkgqLsl6nFwiWbhaMabYMwQX",
+	"ZARyqcV17OmhKi0WQvq5Ds2+Cxag/uQJmfVyK3dObI29oZssf0wIuY41Fce8tzaO9R6J4Z0YZcca4dk4",
+	"8DRD7USWz/XnxZ0zsTcKIEbn08fjVBwMHeKN6Tid68MpwXBL7A+zidH5Y7p+MA8iRudnv6fFhiZ+xOjp",
+	"9AnDEGaz8Mp0TBTjJjAm7CNUmVP6/c+//yMbixuAyoUamYw5N5qNkIybhbhRaN17bQ6EIvYeyPbHHsZF",
+	"0O5up4Cs2CrE501lkBsZsfUsnZBz3Sk0NPuGfgQq945HUoF6yZyZTzryHwPWTMQ2ipvr7tijOJ8+ScXA",
+	"lJc4f4w3BmcVxPnZGVMRk0lwolQbEKb2ThUQLBCSIF6hUDk32luZ+1nQvRXI0q/+GpxpmOFA5amr8VwT",
+	"Bek5qm7gY2irpWaHPRNn0ymVMp9On0SDEMQzVhk5Swt+JEmTDVjHrmU6eTyZUielAi0rlcySJ5Pp5AlG",
+	"ZNKvKN7Ytw14bcnet2lFvCqSWfI1+N6kxt4M8Nl0+ovNVPb2OT5NatEadWGf9IKqZPbDhzQJ2endkySc",
+	"recrYxxZJOGt1K4ylnudcumooEbamHzATaKJ7JCrD+M7murfE/ww9M8N1VBO7pd5UyE9HxDIaNo/1nfW",
+	"k7l+j+yPXpdbhDwMqJxQ6zUUiopmbGabYXvRvhY9cicgRAkMg/hOOGM0qaMXJUjHQ88htOiM9POcFI9S",
+	"hao0NwB0DnMdZlrioP5KbjCZdRhc7R0D4BCb7Q8SC4r2cEpb+5/r4FmpwtWUV7Yr6ckBN+X7FZQFKesz",
+	"kZ0/nmbicFpYrEHqhg3X4LcQZxq49RAHcveOsMw1Wyb0O0uj4ciA8owKNz7nDi8mkO1D6PFrnXMLEqMM",
+	"nlQmMnYnlcV3obbP3XYrMIuvoOARJR+HEw508yVQBaN7SuhILbx95LRziug2vffpzrmWBzzdnia5/fAr",
+	"2oqmMTU0wdw0pgLHR5VxTl2Xu3CKqR3A7neeUNSotH3OkA4B0GB02jn+QK88vv+V3uAkvvT4AfvQ0P5t",
+	"mjx9CFD9sXF668n9bw1MO5NJbYzoO4wUDtp8waLJSMdgg/bygnHXmJLx7JnSEG0etaiXYYLsuEVtOdk3",
+	"qrNwTsmHJJkbCUrPdVTPlI+UUcKEEQYaPompkSCPvuYOYEiEtBFLWZHsaCOKmkUXJhxs8exM57QDNSxf",
+	"S+dPKHI+efV/sxD0c5Zcoe3QniaaOrkCT7vMtQonqxSVhIzWkHs3TmkEI9rIJtILmQOnEmxbaJx3FlKg",
+	"tQuBLELfVpIFGaM25UOwb7TZagz2VBHf5pthhYl4gdRq3YNYoO6LzvPhXhHeSEVGV+JtDPLirTC0Em8R",
+	"HZAD31y++S6CPGpSAi6h7M1KBi/ixpThctNclEoDRoKzdoozo9SFSB7F9sdaYaYfZyVHmKoOZ07jfVLT",
+	"SFIIzBYKcyEiw2yuI7IN17LAEUb0p3liQTqj58lMzJNSLQDTpHki/ibmCWcZwXGFa25V+8JsNf6d63nS",
+	"927hITqnMU9uM/HPv/9Hu3fKcoksptRxv3NeiBEjMdco/6H20ZEPzkglD7DHUojRML6g0aGAa1W71Umh",
+	"aEa5YBDw0lzTWHUnM5yJnAbccfGu0MfskAZUj4A6QRcfBycwqCsM8CEtzGhEXSF/C+UC6gFYU/s+i+KJ",
+	"oXqNyUIjW1u5Ix5nZ9PzLAQMiAPluwj4vpp6U7kLsnH7Ahmz8AGPzcbsl3DaxyZ29shmIQe1geJCeKo0",
+	"VXih4KHnTRuNNkdP2UK1ha2eAbtzWP1+b+/hkz8lsE5am3/H9Ht6bJAxyCW56rPp+aHPeBsY1xW9C0Gl",
+	"lD6r9kLTf1vff372+/sf3j/+8q+JGdo0rF/V/uEDim2/1PvDh9tervayrQHtBRpuoBZ1V5JGNYS7klrq",
+	"YB8q4V53kgdSMjHig8WyGKci4+GUcBF/4kVZluFKHLbg4cr4LztePKbKyfCB5ESWZZImoOv10HxMGu7H",
+	"TTrthrZH8dPnHip/eueZ8rP7j5QPJ8Vtgak9B8rTxeGkMnv6DKPw4c8UjI+dkOehiJ9pnn7mYdAHZCOM",
+	"/28ZxlCG8Vo531d8UuEU4/Imou9qPGt4X+FPgyJQe9a4Ac3/VtobYtezqDLdE/y744h0DvkfHMUfFq37",
+	"yNgeSv5NHg7lIfCnMRojOhQj7Q2VxdjsTsSrWL+9XzTaGbE7XUKYD/u1rUUzhjZc5eRK93+Zy/9Kxl11",
+	"dZgdFoXc7LLimffRtSyWNIxPnb97uReHS+/R6nfsHn/T6H9DjUbSNOpMYkE6/fmaHIeJ75GFS46QfpOF",
+	"f3dZQH4+UABiw6/L/v1wi4+Gh46vy00FmViZsnAi42bvLDQLM/piSjzMKPXOaJiIZ3oXOpXNV1XmOj5E",
+	"36zqTce4cC4/tpYeudiLxLRS5Ts+x+jmenT15vnlq+8+vv3+q9evLv/48e2b16+e//+Pl39+Pb5oD8SI",
+	"7Hz6JJuIZ2XZ3WQJvnvckT9fo2GuCwMu1OSax2PWxIH1SrrQWI0tW27g3sAuE9lP88602DxJxTxxoAug",
+	"YlLTfaJBwCxtJwQXpizawcCmM9wbDaRt6E3uz2iRver0W/+E+/P8i4UgCXIRjnpQTeYGdrQGfc0jfC+r",
+	"+fxUbGHRE5Hk3e+QXPQX6n0EIH4fJDs/O8uGCjVh2q+dr9zLEweLJXvY9fKRtfwUBxPPnj5N7xlU/HBg",
+	"t36R0GNvLvW2P8EWJkT3rN3ZL7/7sS/mXHUEfCtdO2SzMFYUUKoN2N2XTZ8eYu3azz6RCX7AG/tfx6EK",
+	"z9lDwDv8GMS/2JIHpgrZcI6+bdcdYo22vDHejTnvzy8dN+qxqy6b+b97xk//+fd/ZKngL4PxSFnnszSp",
+	"qLVX5Vxn7aBmJkZSrJWuPXQ+MpfGrwfCzoSWYff7I48cTw3u+KNI8TM7ND5KrRjuEsRqeu/TJWHriQgi",
+	"KqToVOARPxqrmetQzuYDts1n2poKvzLaDRmw53Swrzfce6Daj38x1e7tM1gEaZH775nWfA2+P5QXOIUe",
+	"sNprl8S2gxa9ucTQ/hsuW95TOv2At+0mup/alsksOaUee1jrp6NfJIrhQNMQn7Qui/qxhxU7KqBTg+Cw",
+	"7MrfL+MPd8Z+DA8WesPDNLA/StMUOgnboQJhM4hGI4WcI+6fLO3Oo7k0nEY4/FpG2IwjxyHUyGBRlBCj",
+	"mQOTFdZoLNbth9v/DAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

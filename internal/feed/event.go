@@ -25,5 +25,12 @@ type Event struct {
 	Data      json.RawMessage `json:"data"`
 	Old       json.RawMessage `json:"old"`
 	Changed   []string        `json:"changed"`
-	CreatedAt time.Time       `json:"created_at"`
+	// Group is the entry's group key (digests), nil (and absent from the JSON) otherwise.
+	Group *string `json:"group,omitempty"`
+	// Replaces is the ID of the entry this one supersedes (a digest that evolved: drop the
+	// old one from view), nil otherwise.
+	Replaces  *string   `json:"replaces,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	// replacesPosition is Replaces before the epoch is known.
+	replacesPosition *int64
 }

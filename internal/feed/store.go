@@ -27,7 +27,7 @@ type State struct {
 // Cursor returns the cursor at position pos of this generation.
 func (s State) Cursor(pos int64) Cursor { return Cursor{Epoch: s.Epoch, Position: pos} }
 
-const eventColumns = `f.position, f.recipient, f.topic, f.kind, f.op, f.table_name, f.key, f.data, f.old, f.changed, f.created_at`
+const eventColumns = `f.position, f.recipient, f.topic, f.kind, f.op, f.table_name, f.key, f.data, f.old, f.changed, f.group_key, f.replaces, f.created_at`
 
 // FeedState reads the feed's generation and head.
 func (s *Store) FeedState(ctx context.Context) (State, error) {
@@ -72,7 +72,7 @@ func (s *Store) FeedListAfter(ctx context.Context, recipient string, after int64
 			at  *time.Time
 		)
 		if err := rows.Scan(&st.Epoch, &st.Head, &horizon, &pos, &rcp, &top, &knd, &e.Op, &e.Table,
-			&e.Key, &e.Data, &e.Old, &e.Changed, &at); err != nil {
+			&e.Key, &e.Data, &e.Old, &e.Changed, &e.Group, &e.replacesPosition, &at); err != nil {
 			rows.Close()
 			return nil, State{}, 0, fmt.Errorf("reading feed of %q: %w", recipient, err)
 		}
@@ -86,7 +86,7 @@ func (s *Store) FeedListAfter(ctx context.Context, recipient string, after int64
 		return nil, State{}, 0, fmt.Errorf("reading feed of %q: %w", recipient, err)
 	}
 	for i := range events {
-		events[i].ID = st.Cursor(events[i].Position).String()
+		events[i].setIDs(st.Epoch)
 	}
 	return events, st, horizon, nil
 }
@@ -109,8 +109,8 @@ func (s *Store) FeedListRange(ctx context.Context, from, to int64, recipients []
 			epoch string
 		)
 		err := row.Scan(&e.Position, &e.Recipient, &e.Topic, &e.Kind, &e.Op, &e.Table, &e.Key, &e.Data,
-			&e.Old, &e.Changed, &e.CreatedAt, &epoch)
-		e.ID = Cursor{Epoch: epoch, Position: e.Position}.String()
+			&e.Old, &e.Changed, &e.Group, &e.replacesPosition, &e.CreatedAt, &epoch)
+		e.setIDs(epoch)
 		return e, err
 	})
 	if err != nil {
@@ -118,3 +118,28 @@ func (s *Store) FeedListRange(ctx context.Context, from, to int64, recipients []
 	}
 	return events, nil
 }
+
+// setIDs sets ID and Replaces, which are cursors of epoch.
+func (e *Event) setIDs(epoch string) {
+	e.ID = Cursor{Epoch: epoch, Position: e.Position}.String()
+	if e.replacesPosition != nil {
+		r := Cursor{Epoch: epoch, Position: *e.replacesPosition}.String()
+		e.Replaces = &r
+	}
+}
+
+// ScanEvent scans the columns of EventColumns, then extra, into an Event whose IDs are cursors of
+// epoch. It serves readers of the feed outside this package (the inbox).
+func ScanEvent(row pgx.Row, epoch string, extra ...any) (Event, error) {
+	var e Event
+	dest := append([]any{&e.Position, &e.Recipient, &e.Topic, &e.Kind, &e.Op, &e.Table, &e.Key, &e.Data,
+		&e.Old, &e.Changed, &e.Group, &e.replacesPosition, &e.CreatedAt}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return Event{}, err
+	}
+	e.setIDs(epoch)
+	return e, nil
+}
+
+// EventColumns are the columns ScanEvent reads, of tocsin.feed aliased f.
+const EventColumns = eventColumns

@@ -85,6 +85,8 @@ func apiEvents(events []feed.Event) []api.Event {
 			Data:      rawOrNull(e.Data),
 			Old:       rawOrNull(e.Old),
 			Changed:   e.Changed,
+			Group:     e.Group,
+			Replaces:  e.Replaces,
 			CreatedAt: e.CreatedAt,
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/tocsin/tocsin/api"
 	"github.com/tocsin/tocsin/internal/auth"
 	"github.com/tocsin/tocsin/internal/feed"
+	"github.com/tocsin/tocsin/internal/publish"
 )
 
 const problemTypeBase = "https://tocsin.dev/problems/"
@@ -90,6 +91,13 @@ func problemFor(err error) (api.Problem, slog.Level) {
 	case errors.Is(err, errTooManyStreams):
 		return newProblem(http.StatusTooManyRequests, "too-many-streams", "Too many streams",
 			"this recipient has as many streams open on this node as allowed; close one or retry later"), slog.LevelDebug
+	case errors.Is(err, errForbidden):
+		return newProblem(http.StatusForbidden, "forbidden", "Forbidden", err.Error()), slog.LevelDebug
+	case errors.Is(err, errTooLarge):
+		return newProblem(http.StatusRequestEntityTooLarge, "payload-too-large", "Payload too large", err.Error()), slog.LevelDebug
+	case errors.Is(err, publish.ErrIdempotencyMismatch):
+		return newProblem(http.StatusUnprocessableEntity, "idempotency-mismatch", "Idempotency key reused",
+			"this Idempotency-Key was used for another request; use a new key"), slog.LevelDebug
 	case errors.As(err, &reqErr):
 		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request", reqErr.Error()), slog.LevelDebug
 	case errors.Is(err, errNotFound):

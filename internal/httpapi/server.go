@@ -130,6 +130,8 @@ type Config struct {
 	// CORSOrigins are the exact origins (scheme://host[:port]) browsers may call the API
 	// from; see ParseOrigins. Empty: no cross-origin access.
 	CORSOrigins []string
+	// MaxMessageBytes limits request bodies (413 beyond). Default DefaultMaxMessageBytes.
+	MaxMessageBytes int64
 }
 
 // Deps are the services the API serves from.
@@ -145,6 +147,12 @@ type Deps struct {
 	Tickets Tickets
 	// Switches tells whether push is on. Optional: nil means always on.
 	Switches Switches
+	// Inbox serves /v1/inbox…. Optional: nil means 404.
+	Inbox Inbox
+	// Publisher serves POST /v1/messages. Optional: nil means 404.
+	Publisher Publisher
+	// RiverUI, when set, is served at RiverUIPrefix to tokens with ScopeAdmin.
+	RiverUI http.Handler
 }
 
 // Server is the HTTP API. Build it with New.
@@ -193,6 +201,9 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections()
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	s := &Server{cfg: cfg, deps: deps, logger: cfg.Logger,
 		limits: newLimits(cfg.MaxStreamsPerRecipient, cfg.MaxConnections), origins: map[string]bool{}}
@@ -253,7 +264,10 @@ func (s *Server) routes() *gin.Engine {
 
 	// Routes registered through v1 run its middleware; the spec's paths already hold /v1.
 	s.public = publicOperations()
-	v1 := e.Group("/", noStore, s.authenticate, s.newRequestValidator())
+	if s.deps.RiverUI != nil {
+		s.mountRiverUI(e, s.deps.RiverUI)
+	}
+	v1 := e.Group("/", noStore, s.authenticate, s.limitBody, s.newRequestValidator())
 	strict := api.NewStrictHandlerWithOptions(endpoints{s}, nil, api.StrictGinServerOptions{
 		RequestErrorHandlerFunc:  func(c *gin.Context, err error) { s.writeProblem(c, &requestError{err}) },
 		HandlerErrorFunc:         s.writeProblem,

@@ -1,4 +1,7 @@
-// Package retention removes feed entries past their retention, as a periodic River job.
+// Package retention removes feed entries past their retention, as a periodic River job,
+// with their inbox state, and expired publish idempotency keys. (Outbox rows need no
+// retention: the sequencer deletes each one in the batch that moves it. Finished River
+// jobs are River's job cleaner's: see the River retention settings.)
 //
 // Invariant: pruning never opens a silent gap. In the same transaction that deletes a
 // recipient's entries it records, in tocsin.feed_horizon, the highest position removed for
@@ -23,6 +26,8 @@ type Config struct {
 	InboxTTL time.Duration
 	// BatchLimit is the most entries deleted by one statement.
 	BatchLimit int
+	// IdempotencyTTL is how long publish idempotency keys are kept.
+	IdempotencyTTL time.Duration
 }
 
 // Defaults.
@@ -30,6 +35,8 @@ const (
 	ChangeTTLDefault  = 24 * time.Hour
 	InboxTTLDefault   = 90 * 24 * time.Hour
 	BatchLimitDefault = 10000
+	// IdempotencyTTLDefault is how long idempotency keys are kept.
+	IdempotencyTTLDefault = 24 * time.Hour
 	// IntervalDefault is how often the prune job runs.
 	IntervalDefault = time.Minute
 )
@@ -58,6 +65,9 @@ func NewPruneWorker(pool *pgxpool.Pool, cfg Config) *PruneWorker {
 	if cfg.BatchLimit <= 0 {
 		cfg.BatchLimit = BatchLimitDefault
 	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = IdempotencyTTLDefault
+	}
 	return &PruneWorker{pool: pool, cfg: cfg}
 }
 
@@ -69,13 +79,13 @@ func (w *PruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
 			return err
 		}
 		if n < w.cfg.BatchLimit {
-			return nil
+			return PruneIdempotencyKeys(ctx, w.pool, w.cfg.IdempotencyTTL, time.Now())
 		}
 	}
 }
 
-// Prune deletes up to cfg.BatchLimit entries that expired before now and records each
-// recipient's horizon. It returns how many entries it deleted.
+// Prune deletes up to cfg.BatchLimit entries that expired before now, with their inbox
+// state (the inbox counts follow, by trigger), and records each recipient's horizon. It returns how many entries it deleted.
 func Prune(ctx context.Context, pool *pgxpool.Pool, cfg Config, now time.Time) (int, error) {
 	var n int
 	err := pool.QueryRow(ctx, `
@@ -88,6 +98,8 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, cfg Config, now time.Time) (
 		), deleted AS (
 			DELETE FROM tocsin.feed f USING doomed d WHERE f.position = d.position
 			RETURNING f.recipient, f.position
+		), inbox AS (
+			DELETE FROM tocsin.inbox i USING deleted d WHERE i.position = d.position
 		), horizon AS (
 			INSERT INTO tocsin.feed_horizon AS h (recipient, pruned_through)
 			SELECT recipient, max(position) FROM deleted GROUP BY recipient
@@ -99,4 +111,13 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, cfg Config, now time.Time) (
 		return 0, fmt.Errorf("pruning the feed: %w", err)
 	}
 	return n, nil
+}
+
+// PruneIdempotencyKeys deletes the publish idempotency keys older than ttl.
+func PruneIdempotencyKeys(ctx context.Context, pool *pgxpool.Pool, ttl time.Duration, now time.Time) error {
+	if _, err := pool.Exec(ctx, `DELETE FROM tocsin.idempotency_key WHERE created_at < $1::timestamptz - $2::interval`,
+		now, ttl); err != nil {
+		return fmt.Errorf("pruning idempotency keys: %w", err)
+	}
+	return nil
 }

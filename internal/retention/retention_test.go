@@ -64,3 +64,29 @@ func TestPruneRecordsHorizonsSoGapsAreExpiredCursors(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, events, 1)
 }
+
+// Pruned inbox entries leave the inbox and its counts; expired idempotency keys go.
+func TestPruneRemovesInboxStateAndIdempotencyKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	_, err := db.Pool.Exec(ctx, `
+		INSERT INTO tocsin.feed (position, recipient, topic, kind, created_at, sequenced_at) VALUES
+		  (1, 'alice', 't', 'notification', now(), now() - interval '2 days'),
+		  (2, 'alice', 't', 'notification', now(), now());
+		INSERT INTO tocsin.inbox (position, recipient, kind) VALUES (1, 'alice', 'notification'), (2, 'alice', 'notification');
+		UPDATE tocsin.feed_state SET position = 2;
+		INSERT INTO tocsin.idempotency_key (sender, key, request_hash, response, created_at) VALUES
+		  ('s', 'old', '\x00', '{}', now() - interval '2 days'), ('s', 'new', '\x00', '{}', now())`)
+	require.NoError(t, err)
+	n, err := retention.Prune(ctx, db.Pool, retention.Config{ChangeTTL: time.Hour, InboxTTL: 24 * time.Hour, BatchLimit: 100}, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, retention.PruneIdempotencyKeys(ctx, db.Pool, 24*time.Hour, time.Now()))
+	var inbox, unread, keys int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tocsin.inbox), (SELECT unread FROM tocsin.inbox_count),
+		(SELECT count(*) FROM tocsin.idempotency_key)`).Scan(&inbox, &unread, &keys))
+	require.Equal(t, 1, inbox)
+	require.Equal(t, 1, unread)
+	require.Equal(t, 1, keys)
+}

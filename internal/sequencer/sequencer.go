@@ -9,6 +9,9 @@
 //   - A batch only ever reads committed rows and moves them atomically (delete from the
 //     outbox, insert into the feed, advance the head, NOTIFY), so a crash at any moment
 //     loses nothing and repeats nothing.
+//   - Grouped rows never reach the feed directly: the batch diverts them into
+//     tocsin.group_pending and, in the same transaction, enqueues one River flush job per
+//     touched window through Config.Enqueuer. A batch whose enqueue fails rolls back whole.
 //   - The application's transactions never NOTIFY. The sequencer finds new rows by probing
 //     the outbox's primary key every PollInterval — inside PostgreSQL (tocsin.outbox_wait),
 //     so that an idle cluster costs one round trip per WaitTimeout, not one per probe. It is
@@ -42,15 +45,41 @@ type Config struct {
 	// BatchFunc, when set, is called after each committed batch with the new head (tests,
 	// metrics).
 	BatchFunc func(head int64, rows int)
+	// MessageGroupWindow and MessageGroupMax group published messages that name a group
+	// (routes carry their own window and max).
+	MessageGroupWindow time.Duration
+	MessageGroupMax    int
+	// Enqueuer enqueues the flush jobs of the windows a batch touched, in the batch's
+	// transaction. Nil: windows are left to the grouping sweep (and a warning is logged).
+	Enqueuer Enqueuer
+}
+
+// Flush is one group window a batch opened or extended.
+type Flush struct {
+	Recipient string    `json:"recipient"`
+	Route     string    `json:"route"` // "" for published messages
+	GroupKey  string    `json:"group_key"`
+	ClosesAt  time.Time `json:"closes_at"`
+	Count     int       `json:"count"`
+	MaxCount  int       `json:"max_count"`
+}
+
+// Enqueuer enqueues flush jobs inside the sequencer's batch transaction (a
+// *grouping.Enqueuer). Flushes hold each window once.
+type Enqueuer interface {
+	EnqueueFlushesTx(ctx context.Context, tx pgx.Tx, flushes []Flush) error
 }
 
 // Defaults.
 const (
-	PollIntervalDefault    = 2 * time.Millisecond
-	WaitTimeoutDefault     = time.Second
-	BatchLimitDefault      = 1000
-	StandbyIntervalDefault = time.Second
-	RetryIntervalDefault   = time.Second
+	PollIntervalDefault = 2 * time.Millisecond
+	WaitTimeoutDefault  = time.Second
+	BatchLimitDefault   = 1000
+	// MessageGroupWindowDefault and MessageGroupMaxDefault apply to grouped messages.
+	MessageGroupWindowDefault = 30 * time.Second
+	MessageGroupMaxDefault    = 50
+	StandbyIntervalDefault    = time.Second
+	RetryIntervalDefault      = time.Second
 )
 
 // leaderLockKey is the advisory lock that makes a sequencer the leader ("tocsin-seq").
@@ -84,8 +113,18 @@ func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Sequencer {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = RetryIntervalDefault
 	}
+	if cfg.MessageGroupWindow <= 0 {
+		cfg.MessageGroupWindow = MessageGroupWindowDefault
+	}
+	if cfg.MessageGroupMax <= 0 {
+		cfg.MessageGroupMax = MessageGroupMaxDefault
+	}
 	return &Sequencer{cfg: cfg, pool: pool, log: log, wake: make(chan struct{}, 1)}
 }
+
+// SetEnqueuer sets Config.Enqueuer; call it before Run (the composition root builds River
+// after the sequencer).
+func (s *Sequencer) SetEnqueuer(e Enqueuer) { s.cfg.Enqueuer = e }
 
 // Wake tells the leader that rows are coming, so that it looks again right after its
 // current batch instead of waiting for its next probe. It never blocks.
@@ -164,19 +203,12 @@ func (s *Sequencer) lead(ctx context.Context) error {
 	}
 }
 
-// queryRower is the one method the batch loop needs from its connection.
-type queryRower interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // drain moves batches until the outbox holds no committed row.
-func (s *Sequencer) drain(ctx context.Context, conn queryRower) error {
+func (s *Sequencer) drain(ctx context.Context, conn *pgx.Conn) error {
 	// Batches run only when the probe found rows: an empty batch would lock feed_state
 	// and write WAL for nothing.
 	for pending := true; pending; {
-		var head *int64
-		var moved int
-		err := conn.QueryRow(ctx, `SELECT head, moved FROM tocsin.sequence_batch($1)`, s.cfg.BatchLimit).Scan(&head, &moved)
+		head, moved, err := s.batch(ctx, conn)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return nil
@@ -192,4 +224,29 @@ func (s *Sequencer) drain(ctx context.Context, conn queryRower) error {
 		pending = moved == s.cfg.BatchLimit
 	}
 	return nil
+}
+
+// batch runs one batch transaction: tocsin.sequence_batch, then the flush jobs of the
+// windows it touched, then COMMIT (which delivers the doorbell).
+func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn) (head *int64, moved int, err error) {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var flushes []Flush
+		if err := tx.QueryRow(ctx, `SELECT head, moved, flushes FROM tocsin.sequence_batch($1, $2, $3)`,
+			s.cfg.BatchLimit, s.cfg.MessageGroupWindow, s.cfg.MessageGroupMax).Scan(&head, &moved, &flushes); err != nil {
+			return err
+		}
+		if len(flushes) == 0 {
+			return nil
+		}
+		if s.cfg.Enqueuer == nil {
+			s.log.Warn("grouped rows but no flush enqueuer: the grouping sweep will flush them",
+				slog.Int("windows", len(flushes)))
+			return nil
+		}
+		if err := s.cfg.Enqueuer.EnqueueFlushesTx(ctx, tx, flushes); err != nil {
+			return fmt.Errorf("enqueueing %d group flushes: %w", len(flushes), err)
+		}
+		return nil
+	})
+	return head, moved, err
 }
