@@ -13,7 +13,7 @@ import (
 
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: tocsin bench capture|latency [flags]")
+		return errors.New("usage: tocsin bench capture|latency|streams [flags]")
 	}
 	switch args[0] {
 	case "capture":
@@ -37,13 +37,25 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.IntVar(&cfg.Rate, "rate", 1000, "events per second")
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the run")
 		fs.IntVar(&cfg.Clients, "clients", 100, "recipients, one following client each")
-		transports := fs.String("transports", "long-poll", "comma list of transports")
+		transports := fs.String("transports", "long-poll,sse", "comma list of transports: long-poll, sse")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		cfg.Transports = strings.Split(*transports, ",")
 		_, err := bench.RunLatency(ctx, cfg, stdout)
 		return err
+	case "streams":
+		fs := flag.NewFlagSet("tocsin bench streams", flag.ContinueOnError)
+		cfg := bench.StreamsConfig{}
+		fs.StringVar(&cfg.DatabaseURL, "database-url", "", "server to create a scratch database on (default: a private cluster)")
+		fs.IntVar(&cfg.Streams, "streams", 15000, "streams to hold open")
+		fs.DurationVar(&cfg.Rest, "rest", 30*time.Second, "how long to watch CPU at rest")
+		fs.DurationVar(&cfg.Heartbeat, "heartbeat", 0, "server heartbeat interval (default: the server's)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		_, err := bench.RunStreams(ctx, cfg, stdout)
+		return err
 	}
-	return errors.New("usage: tocsin bench capture|latency [flags]")
+	return errors.New("usage: tocsin bench capture|latency|streams [flags]")
 }

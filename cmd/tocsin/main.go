@@ -40,7 +40,7 @@ func commands() []command {
 		{"switch", "push|capture on|off: flip a runtime switch on every node", runSwitch},
 		{"capture", "drop-slot: drop this database's replication slot", runCapture},
 		{"token", "mint an HS256 token for development and scripts", runToken},
-		{"bench", "capture|latency: measure capture cost or commit→client latency", runBench},
+		{"bench", "capture|latency|streams: measure capture cost, commit→client latency, held streams", runBench},
 	}
 }
 

@@ -22,14 +22,17 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"golang.org/x/sync/errgroup"
+	"riverqueue.com/riverui"
 
 	"github.com/tocsin/tocsin/internal/auth"
 	"github.com/tocsin/tocsin/internal/capture"
 	"github.com/tocsin/tocsin/internal/config"
 	"github.com/tocsin/tocsin/internal/doorbell"
 	"github.com/tocsin/tocsin/internal/feed"
+	"github.com/tocsin/tocsin/internal/grouping"
 	"github.com/tocsin/tocsin/internal/httpapi"
 	"github.com/tocsin/tocsin/internal/hub"
+	"github.com/tocsin/tocsin/internal/metrics"
 	"github.com/tocsin/tocsin/internal/migrate"
 	"github.com/tocsin/tocsin/internal/retention"
 	"github.com/tocsin/tocsin/internal/sequencer"
@@ -55,7 +58,11 @@ type Node struct {
 	Capture *capture.Consumer
 	// Settings watches the runtime switches (push); nil without the api role.
 	Settings *settings.Watcher
+	// Metrics are the node's Prometheus metrics, served at GET /metrics.
+	Metrics  *metrics.Metrics
 	river    *river.Client[pgxTx]
+	mover    *grouping.Mover
+	riverUI  *riverui.Handler
 	listener net.Listener
 }
 
@@ -104,19 +111,24 @@ func (n *Node) build(ctx context.Context) error {
 	}
 	store := feed.NewStore(n.pool)
 	n.Hub = hub.New(store, hub.Config{FallbackInterval: n.cfg.FallbackInterval}, n.log.With(slog.String("service", "hub")))
-	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval},
+	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval,
+		MessageGroupWindow: n.cfg.MessageGroupWindow, MessageGroupMax: n.cfg.MessageGroupMax},
 		n.log.With(slog.String("service", "sequencer")))
 	if n.cfg.Has("capture") {
 		n.Capture = capture.New(n.pool, capture.Config{DatabaseURL: n.cfg.DatabaseURL, WakeFunc: n.Sequencer.Wake,
 			SlotWALWarnBytes: n.cfg.SlotWALWarnBytes}, n.log.With(slog.String("service", "capture")))
 	}
 
+	// Every role uses River: workers run it; the sequencer enqueues flush jobs and the API
+	// serves the River UI with an idle client.
+	rc, err := newRiver(n.pool, n.cfg, n.log, n.Sequencer.Wake)
+	if err != nil {
+		return err
+	}
+	n.river = rc
+	n.Sequencer.SetEnqueuer(grouping.NewEnqueuer(rc))
 	if n.cfg.Has("worker") {
-		rc, err := newRiver(n.pool, n.cfg, n.log)
-		if err != nil {
-			return err
-		}
-		n.river = rc
+		n.mover = grouping.NewMover(n.pool, rc, n.cfg.GroupTick, n.log.With(slog.String("service", "grouping")))
 	}
 
 	if n.cfg.Has("api") {
@@ -129,6 +141,11 @@ func (n *Node) build(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("--cors-origins (TOCSIN_CORS_ORIGINS): %w", err)
 		}
+		inboxStore, publisher, ui, err := n.inboxDeps()
+		if err != nil {
+			return err
+		}
+		n.riverUI = ui
 		n.Settings = settings.New(n.pool, settings.Config{}, n.log.With(slog.String("service", "settings")))
 		if err := n.Settings.Refresh(ctx); err != nil {
 			return err
@@ -141,7 +158,8 @@ func (n *Node) build(ctx context.Context) error {
 			StreamBuffer:           n.cfg.SSEBuffer,
 			MaxStreamsPerRecipient: n.cfg.MaxStreamsPerRecipient,
 			MaxConnections:         n.cfg.MaxConnections,
-			CORSOrigins:            origins},
+			CORSOrigins:            origins,
+			MaxMessageBytes:        int64(n.cfg.MaxMessageBytes)},
 			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool},
 				FollowFunc: func(ctx context.Context, recipient, after string, buffer int) (httpapi.Follower, error) {
 					f, err := n.Hub.Follow(ctx, recipient, after, buffer)
@@ -150,12 +168,16 @@ func (n *Node) build(ctx context.Context) error {
 					}
 					return f, nil
 				},
-				Tickets:  ticket.NewStore(n.pool, n.cfg.StreamTicketTTL),
-				Switches: n.Settings})
+				Tickets:   ticket.NewStore(n.pool, n.cfg.StreamTicketTTL),
+				Switches:  n.Settings,
+				Inbox:     inboxStore,
+				Publisher: publisher,
+				RiverUI:   ui})
 		if n.listener, err = net.Listen("tcp", n.cfg.Addr); err != nil {
 			return fmt.Errorf("listening on %s: %w", n.cfg.Addr, err)
 		}
 	}
+	n.instrument()
 	return nil
 }
 
@@ -172,7 +194,8 @@ func (n *Node) Run(ctx context.Context) error {
 
 	if n.API != nil {
 		services.Go(func() error { return n.Hub.Run(bg) })
-		listener := doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring},
+		listener := doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring,
+			ReconnectFunc: n.Metrics.DoorbellReconnect},
 			n.log.With(slog.String("service", "doorbell")))
 		services.Go(func() error { return listener.Run(bg) })
 		services.Go(func() error { return n.Settings.Run(bg) })
@@ -183,14 +206,23 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.Capture != nil {
 		services.Go(func() error { return n.Capture.Run(bg) })
 	}
-	if n.river != nil {
+	if n.river != nil && n.cfg.Has("worker") {
 		if err := n.river.Start(bg); err != nil {
 			return fmt.Errorf("starting River: %w", err)
+		}
+	}
+	if n.mover != nil {
+		services.Go(func() error { return n.mover.Run(bg) })
+	}
+	if n.riverUI != nil {
+		if err := n.riverUI.Start(bg); err != nil {
+			return fmt.Errorf("starting the River UI: %w", err)
 		}
 	}
 
 	if n.API != nil {
 		srv := n.API.HTTPServer(n.cfg.Addr)
+		srv.Handler = n.withMetrics(srv.Handler)
 		g.Go(func() error {
 			n.log.Info("api listening", slog.String("addr", n.Addr()))
 			if err := srv.Serve(n.listener); !errors.Is(err, http.ErrServerClosed) {
@@ -211,7 +243,7 @@ func (n *Node) Run(ctx context.Context) error {
 	err := g.Wait()
 
 	n.log.Info("stopping background services")
-	if n.river != nil {
+	if n.river != nil && n.cfg.Has("worker") {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		_ = n.river.Stop(sctx)
 		cancel()
@@ -230,11 +262,11 @@ func (r readiness) Ready(ctx context.Context) error {
 	return migrate.Check(ctx, r.pool)
 }
 
-func newRiver(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger) (*river.Client[pgxTx], error) {
+func newRiver(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger, wakeFunc func()) (*river.Client[pgxTx], error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, retention.NewPruneWorker(pool, retention.Config{
-		ChangeTTL: cfg.RetentionChange, InboxTTL: cfg.RetentionInbox}))
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		ChangeTTL: cfg.RetentionChange, InboxTTL: cfg.RetentionInbox, IdempotencyTTL: cfg.IdempotencyTTL}))
+	rcfg := &river.Config{
 		Schema:  migrate.Schema,
 		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
 		Workers: workers,
@@ -245,7 +277,13 @@ func newRiver(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger) (*river.
 		},
 		SoftStopTimeout: 5 * time.Second,
 		Logger:          log.With(slog.String("service", "river")),
-	})
+		// River's job cleaner deletes finished jobs after these.
+		CompletedJobRetentionPeriod: cfg.RiverCompletedRetention,
+		CancelledJobRetentionPeriod: cfg.RiverCompletedRetention,
+		DiscardedJobRetentionPeriod: cfg.RiverDiscardedRetention,
+	}
+	addGrouping(rcfg, pool, groupingConfig(cfg, wakeFunc), log)
+	client, err := river.NewClient(riverpgxv5.New(pool), rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("configuring River: %w", err)
 	}

@@ -175,9 +175,33 @@ func TestWalkthroughLongPollReceivesInsert(t *testing.T) {
 // event for all of them is served by one fan-out read per node, not one per client.
 func TestParkedLongPollsCostNoQuery(t *testing.T) {
 	t.Parallel()
+	parkAndPublish(t, []*bundle{setup(t)}, 500)
+}
+
+// The same across nodes: 1,000 clients parked on two nodes of one database; each node
+// reads the batch once for all of its clients, and /metrics says so too.
+func TestParkedLongPollsAcrossNodesOneReadPerNode(t *testing.T) {
+	t.Parallel()
+	a := setup(t)
+	b := startNode(t, a.db)
+	parkAndPublish(t, []*bundle{a, b}, 1000)
+
+	resp, err := http.Get(b.base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(body), "tocsin_hub_fanout_reads_total 1\n")
+	require.Contains(t, string(body), "tocsin_long_polls_parked 0\n")
+	require.Contains(t, string(body), "tocsin_outbox_backlog 0\n")
+}
+
+// parkAndPublish parks clients long polls spread over nodes, checks that parking costs no
+// query, then publishes one message to all of them in one transaction and checks that
+// every client got it with one fan-out read per node.
+func parkAndPublish(t *testing.T, nodes []*bundle, clients int) {
+	t.Helper()
 	ctx := context.Background()
-	b := setup(t)
-	const clients = 500
 	transport := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 	client := &http.Client{Transport: transport}
 	defer transport.CloseIdleConnections()
@@ -192,27 +216,44 @@ func TestParkedLongPollsCostNoQuery(t *testing.T) {
 	got := make([]page, clients)
 	for i := range clients {
 		wg.Go(func() {
-			status, p := getFeed(t, client, b.base, tokens[i], "after=now&wait=20")
+			status, p := getFeed(t, client, nodes[i%len(nodes)].base, tokens[i], "after=now&wait=20")
 			require.Equal(t, http.StatusOK, status)
 			got[i] = p
 		})
 	}
-	// Each request reads its feed once (after=now also reads the head) and then parks.
-	require.Eventually(t, func() bool { return b.queries.feedAfter.Load() >= clients }, 30*time.Second, 10*time.Millisecond)
-	parkedAfter, parkedRange := b.queries.feedAfter.Load(), b.queries.feedRange.Load()
+	// Each request reads its feed once and then parks.
+	reads := func() (after, fanout int64) {
+		for _, n := range nodes {
+			after += n.queries.feedAfter.Load()
+			fanout += n.queries.feedRange.Load()
+		}
+		return after, fanout
+	}
+	require.Eventually(t, func() bool { a, _ := reads(); return a >= int64(clients) }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		parked := 0
+		for _, n := range nodes {
+			parked += n.node.Hub.Waiting()
+		}
+		return parked == clients
+	}, 30*time.Second, 10*time.Millisecond)
+	parkedAfter, parkedFanout := reads()
 	time.Sleep(time.Second) // a window in which only the fallback timer may run
-	require.Equal(t, parkedAfter, b.queries.feedAfter.Load(), "a parked long poll read the feed")
-	require.Equal(t, parkedRange, b.queries.feedRange.Load(), "nothing happened, yet the hub read the feed")
+	a, f := reads()
+	require.Equal(t, parkedAfter, a, "a parked long poll read the feed")
+	require.Equal(t, parkedFanout, f, "nothing happened, yet a hub read the feed")
 
-	_, err := b.db.Pool.Exec(ctx, `SELECT tocsin.publish($1::text[], 'broadcast', '{"hello": "world"}')`, recipients)
+	_, err := nodes[0].db.Pool.Exec(ctx, `SELECT tocsin.publish($1::text[], 'broadcast', '{"hello": "world"}')`, recipients)
 	require.NoError(t, err)
 	wg.Wait()
 	for i, p := range got {
 		require.Len(t, p.Events, 1, "client %d", i)
 	}
-	reads := b.queries.feedRange.Load() - parkedRange
-	t.Logf("fan-out reads for %d clients: %d; client reads after parking: %d", clients, reads,
-		b.queries.feedAfter.Load()-parkedAfter)
-	require.LessOrEqual(t, reads, int64(2), "one read per batch, not per client")
-	require.Equal(t, parkedAfter, b.queries.feedAfter.Load(), "woken long polls re-read the feed")
+	for i, n := range nodes {
+		fanout := n.queries.feedRange.Load()
+		t.Logf("node %d: fan-out reads for %d clients: %d", i, clients/len(nodes), fanout)
+		require.Equal(t, int64(1), fanout, "node %d: one read per batch, not per client", i)
+	}
+	a, _ = reads()
+	require.Equal(t, parkedAfter, a, "woken long polls re-read the feed")
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +54,7 @@ type latencyClient func(ctx context.Context, base, token string, got func(data j
 
 var latencyTransports = map[string]latencyClient{
 	"long-poll": longPollClient,
+	"sse":       sseClient,
 }
 
 const latencySecret = "tocsin-bench-secret-0123456789abcdef"
@@ -256,4 +259,34 @@ func longPollClient(ctx context.Context, base, token string, got func(json.RawMe
 		cursor = page.Cursor
 	}
 	return nil
+}
+
+// sseClient follows the feed with GET /v1/feed/stream, parsing the wire format itself.
+func sseClient(ctx context.Context, base, token string, got func(json.RawMessage)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/feed/stream?after=now", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("stream answered %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			var e struct {
+				Data json.RawMessage `json:"data"`
+			}
+			if json.Unmarshal([]byte(data), &e) == nil {
+				got(e.Data)
+			}
+		}
+	}
+	return sc.Err()
 }

@@ -108,3 +108,30 @@ func (m *Metrics) OutboxBacklog(pool *pgxpool.Pool) {
 		return float64(n)
 	})
 }
+
+// CounterFuncs registers a counter family whose values are read at scrape time, one
+// function per label value.
+func (m *Metrics) CounterFuncs(name, help, label string, values map[string]func() float64) {
+	m.registry.MustRegister(&funcCollector{desc: prometheus.NewDesc(name, help, []string{label}, nil),
+		kind: prometheus.CounterValue, values: values})
+}
+
+// GaugeFuncs is CounterFuncs for gauges.
+func (m *Metrics) GaugeFuncs(name, help, label string, values map[string]func() float64) {
+	m.registry.MustRegister(&funcCollector{desc: prometheus.NewDesc(name, help, []string{label}, nil),
+		kind: prometheus.GaugeValue, values: values})
+}
+
+type funcCollector struct {
+	desc   *prometheus.Desc
+	kind   prometheus.ValueType
+	values map[string]func() float64
+}
+
+func (c *funcCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
+	for label, f := range c.values {
+		ch <- prometheus.MustNewConstMetric(c.desc, c.kind, f(), label)
+	}
+}
