@@ -41,9 +41,6 @@ func functionBody(r *Route, pk []string) string {
 		}
 	}
 	w(0, "BEGIN")
-	w(1, "IF NOT tocsin.capture_enabled() THEN")
-	w(2, "RETURN NULL;")
-	w(1, "END IF;")
 	for i, op := range r.On {
 		in := 1
 		if len(r.On) > 1 {
@@ -213,14 +210,17 @@ func createTriggerSQL(r *Route) string {
 	for i, op := range r.On {
 		ops[i] = strings.ToUpper(string(op))
 	}
-	when := ""
+	// The capture switch is checked in WHEN, not in the function: while capture is off the
+	// function is not called and no after-trigger event is queued. tocsin.capture_enabled()
+	// is inlined to a catalog-cache lookup (migration 0006), so the check costs no query.
+	when := "\nWHEN (tocsin.capture_enabled())"
 	if len(r.On) == 1 && r.On[0] == OpUpdate && len(r.WhenChanged) > 0 {
 		// Skip the call (and the queued after-trigger event) for updates that cannot fire.
 		var changed []string
 		for _, c := range r.WhenChanged {
 			changed = append(changed, fmt.Sprintf("OLD.%s IS DISTINCT FROM NEW.%[1]s", ident(c)))
 		}
-		when = "\nWHEN (" + strings.Join(changed, " OR ") + ")"
+		when = "\nWHEN (tocsin.capture_enabled() AND (" + strings.Join(changed, " OR ") + "))"
 	}
 	return fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s\nFOR EACH ROW%s EXECUTE FUNCTION %s()",
 		ident(triggerName(r.Name)), strings.Join(ops, " OR "), r.Table.sanitize(), when, functionName(r.Name))
