@@ -109,9 +109,10 @@ func (n *Node) build(ctx context.Context) error {
 	if err := migrate.Check(ctx, n.pool); err != nil {
 		return err
 	}
+	n.Metrics = metrics.New()
 	store := feed.NewStore(n.pool)
 	n.Hub = hub.New(store, hub.Config{FallbackInterval: n.cfg.FallbackInterval}, n.log.With(slog.String("service", "hub")))
-	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval,
+	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval, BatchFunc: n.Metrics.Batch,
 		MessageGroupWindow: n.cfg.MessageGroupWindow, MessageGroupMax: n.cfg.MessageGroupMax},
 		n.log.With(slog.String("service", "sequencer")))
 	if n.cfg.Has("capture") {
@@ -153,14 +154,16 @@ func (n *Node) build(ctx context.Context) error {
 		n.API = httpapi.New(httpapi.Config{Verifier: verifier, LongPollMax: n.cfg.LongPollMax,
 			Logger:       n.log.With(slog.String("service", "api")),
 			PollInterval: n.cfg.PollInterval,
-			Stream: stream.Config{HeartbeatInterval: n.cfg.SSEHeartbeatInterval, MaxLifetime: n.cfg.SSEMaxLifetime,
+			DeliveredFunc: n.Metrics.Delivered,
+			Stream: stream.Config{DeliveredFunc: func(events []feed.Event) { n.Metrics.Delivered("sse", events) },
+				HeartbeatInterval: n.cfg.SSEHeartbeatInterval, MaxLifetime: n.cfg.SSEMaxLifetime,
 				WriteTimeout: n.cfg.SSEWriteTimeout, DrainWindow: n.cfg.DrainWindow},
 			StreamBuffer:           n.cfg.SSEBuffer,
 			MaxStreamsPerRecipient: n.cfg.MaxStreamsPerRecipient,
 			MaxConnections:         n.cfg.MaxConnections,
 			CORSOrigins:            origins,
 			MaxMessageBytes:        int64(n.cfg.MaxMessageBytes)},
-			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool},
+			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool, n.Capture},
 				FollowFunc: func(ctx context.Context, recipient, after string, buffer int) (httpapi.Follower, error) {
 					f, err := n.Hub.Follow(ctx, recipient, after, buffer)
 					if err != nil {
@@ -255,11 +258,22 @@ func (n *Node) Run(ctx context.Context) error {
 	return err
 }
 
-type readiness struct{ pool *pgxpool.Pool }
+type readiness struct {
+	pool    *pgxpool.Pool
+	capture *capture.Consumer // nil without the capture role
+}
 
-// Ready reports the node ready when the database answers and the schema is current.
+// Ready reports the node ready when the database answers, the schema is current and, on
+// a capture node, the replication slot is healthy (not lost, not retaining more WAL than
+// TOCSIN_SLOT_WAL_WARN_BYTES).
 func (r readiness) Ready(ctx context.Context) error {
-	return migrate.Check(ctx, r.pool)
+	if err := migrate.Check(ctx, r.pool); err != nil {
+		return err
+	}
+	if r.capture != nil {
+		return r.capture.Ready(ctx)
+	}
+	return nil
 }
 
 func newRiver(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger, wakeFunc func()) (*river.Client[pgxTx], error) {

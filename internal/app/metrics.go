@@ -2,17 +2,33 @@ package app
 
 import (
 	"net/http"
+	"time"
 
-	"github.com/tocsin/tocsin/internal/metrics"
+	"github.com/tocsin/tocsin/internal/capture"
 	"github.com/tocsin/tocsin/internal/stream"
 )
 
 // instrument builds the node's metrics from the counters its services keep. Values are read
 // at scrape time; nothing on a hot path takes a lock for them.
 func (n *Node) instrument() {
-	m := metrics.New()
-	n.Metrics = m
+	m := n.Metrics
 	n.Hub.ReadFunc = m.FanoutRead
+	if n.Capture != nil {
+		c := n.Capture
+		m.Gauge("tocsin_slot_retained_wal_bytes", "WAL the replication slot holds back (restart_lsn to now).",
+			func() float64 { return float64(c.Status().RetainedBytes) })
+		m.Gauge("tocsin_slot_lag_bytes", "WAL not yet confirmed by the capture consumer.",
+			func() float64 { return float64(c.Status().LagBytes) })
+		m.GaugeFuncs("tocsin_slot_wal_status", "The slot's wal_status (1 for the current one).", "status",
+			slotStatuses(c))
+		m.Gauge("tocsin_capture_lag_seconds", "Time since the source commit of the last transaction this node applied.",
+			func() float64 {
+				if at := c.Status().LastCommitAt; !at.IsZero() {
+					return time.Since(at).Seconds()
+				}
+				return 0
+			})
+	}
 	m.OutboxBacklog(n.pool)
 	m.Gauge("tocsin_long_polls_parked", "Long polls waiting on this node's hub.", func() float64 {
 		return float64(n.Hub.Waiting())
@@ -46,4 +62,21 @@ func (n *Node) withMetrics(api http.Handler) http.Handler {
 	mux.Handle("GET /metrics", n.Metrics.Handler())
 	mux.Handle("/", api)
 	return mux
+}
+
+func slotStatuses(c *capture.Consumer) map[string]func() float64 {
+	out := map[string]func() float64{}
+	for _, st := range []string{"reserved", "extended", "unreserved", "lost", "missing"} {
+		out[st] = func() float64 {
+			cur := c.Status().WALStatus
+			if cur == "" {
+				cur = "missing"
+			}
+			if cur == st {
+				return 1
+			}
+			return 0
+		}
+	}
+	return out
 }

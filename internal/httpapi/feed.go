@@ -49,6 +49,13 @@ func (s endpoints) GetFeed(ctx context.Context, req api.GetFeedRequestObject) (a
 	if err != nil {
 		return nil, fmt.Errorf("polling feed of %q after %q: %w", claims.Subject, after, err)
 	}
+	if s.cfg.DeliveredFunc != nil && len(events) > 0 {
+		transport := "short_poll"
+		if wait > 0 {
+			transport = "long_poll"
+		}
+		s.cfg.DeliveredFunc(transport, events)
+	}
 	return api.GetFeed200JSONResponse{Events: apiEvents(events), Cursor: cursor}, nil
 }
 

@@ -105,6 +105,10 @@ type Readiness interface {
 type Config struct {
 	// Verifier verifies the bearer token of every /v1 request. Required.
 	Verifier *auth.Verifier
+	// DeliveredFunc, when set, is called with the events of each poll that returned some,
+	// and the transport ("short_poll" or "long_poll"); streams report through
+	// Stream.DeliveredFunc (metrics).
+	DeliveredFunc func(transport string, events []feed.Event)
 	// LongPollMax caps a long poll's wait: larger waits are lowered to it, not refused.
 	// Default DefaultLongPollMax.
 	LongPollMax time.Duration

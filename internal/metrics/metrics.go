@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tocsin/tocsin/internal/feed"
 )
 
 // Metrics is one node's set of metrics, on a registry of its own.
@@ -20,10 +22,8 @@ type Metrics struct {
 
 	sequenced        prometheus.Counter
 	sequencerBatches prometheus.Histogram
-	sequencerLag     prometheus.Histogram
 	delivered        *prometheus.CounterVec
 	deliveryLatency  *prometheus.HistogramVec
-	disconnects      *prometheus.CounterVec
 	doorbellReconn   prometheus.Counter
 	fanoutReads      prometheus.Counter
 }
@@ -38,21 +38,17 @@ func New() *Metrics {
 		Help: "Outbox rows given a feed position by this node's sequencer."})
 	m.sequencerBatches = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tocsin_sequencer_batch_rows",
 		Help: "Rows moved per sequencer batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 7)})
-	m.sequencerLag = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tocsin_sequencer_lag_seconds",
-		Help: "Age of a batch's oldest outbox row when it was sequenced (capture to feed).", Buckets: latencyBuckets})
 	m.delivered = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tocsin_events_delivered_total",
 		Help: "Events written to clients, by transport (short_poll, long_poll, sse)."}, []string{"transport"})
 	m.deliveryLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tocsin_delivery_latency_seconds",
 		Help: "Time from an event's capture to its delivery to a client, by transport.", Buckets: latencyBuckets},
 		[]string{"transport"})
-	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tocsin_forced_disconnects_total",
-		Help: "Streams and polls ended by the server, by reason."}, []string{"reason"})
 	m.doorbellReconn = prometheus.NewCounter(prometheus.CounterOpts{Name: "tocsin_doorbell_reconnects_total",
 		Help: "Times the doorbell listener reconnected (a NOTIFY may have been missed; the hub looked the head up)."})
 	m.fanoutReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "tocsin_hub_fanout_reads_total",
 		Help: "Feed reads made by the hub to serve all of this node's waiting clients."})
-	m.registry.MustRegister(m.sequenced, m.sequencerBatches, m.sequencerLag, m.delivered, m.deliveryLatency,
-		m.disconnects, m.doorbellReconn, m.fanoutReads,
+	m.registry.MustRegister(m.sequenced, m.sequencerBatches, m.delivered, m.deliveryLatency,
+		m.doorbellReconn, m.fanoutReads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -62,27 +58,22 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
-// Batch records one sequencer batch of rows whose oldest row was captured lag ago.
-func (m *Metrics) Batch(rows int, lag time.Duration) {
+// Batch records one sequencer batch (the sequencer's BatchFunc).
+func (m *Metrics) Batch(_ int64, rows int) {
 	m.sequenced.Add(float64(rows))
 	m.sequencerBatches.Observe(float64(rows))
-	if lag >= 0 {
-		m.sequencerLag.Observe(lag.Seconds())
-	}
 }
 
-// Delivered records events handed to a client over transport, captured at the given times.
-func (m *Metrics) Delivered(transport string, capturedAt []time.Time) {
+// Delivered records events handed to a client over transport (short_poll, long_poll,
+// sse), with their latency since capture.
+func (m *Metrics) Delivered(transport string, events []feed.Event) {
 	now := time.Now()
-	m.delivered.WithLabelValues(transport).Add(float64(len(capturedAt)))
+	m.delivered.WithLabelValues(transport).Add(float64(len(events)))
 	h := m.deliveryLatency.WithLabelValues(transport)
-	for _, t := range capturedAt {
-		h.Observe(now.Sub(t).Seconds())
+	for _, e := range events {
+		h.Observe(now.Sub(e.CreatedAt).Seconds())
 	}
 }
-
-// Disconnect records a stream or poll the server ended, and why.
-func (m *Metrics) Disconnect(reason string) { m.disconnects.WithLabelValues(reason).Inc() }
 
 // DoorbellReconnect records a reconnection of the doorbell listener.
 func (m *Metrics) DoorbellReconnect() { m.doorbellReconn.Inc() }
@@ -95,18 +86,31 @@ func (m *Metrics) Gauge(name, help string, value func() float64) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, value))
 }
 
-// OutboxBacklog registers tocsin_outbox_backlog, counted at scrape time (one query per
-// scrape, bounded by a timeout; -1 when the database does not answer).
+// OutboxBacklog registers tocsin_outbox_backlog and tocsin_outbox_oldest_age_seconds (the
+// commit→sequenced lag of the oldest waiting row), read at scrape time with one query
+// bounded by a timeout; -1 when the database does not answer.
 func (m *Metrics) OutboxBacklog(pool *pgxpool.Pool) {
-	m.Gauge("tocsin_outbox_backlog", "Outbox rows not yet sequenced.", func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		var n int64
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM tocsin.outbox`).Scan(&n); err != nil {
-			return -1
-		}
-		return float64(n)
-	})
+	m.registry.MustRegister(&outboxCollector{pool: pool,
+		backlog: prometheus.NewDesc("tocsin_outbox_backlog", "Outbox rows not yet sequenced.", nil, nil),
+		age: prometheus.NewDesc("tocsin_outbox_oldest_age_seconds",
+			"Age of the oldest outbox row not yet sequenced (0 when none): the sequencer's lag.", nil, nil)})
+}
+
+type outboxCollector struct {
+	pool         *pgxpool.Pool
+	backlog, age *prometheus.Desc
+}
+
+func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.backlog; ch <- c.age }
+
+func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n, age := -1.0, -1.0
+	_ = c.pool.QueryRow(ctx, `SELECT count(*)::float8, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+		FROM tocsin.outbox`).Scan(&n, &age)
+	ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, n)
+	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age)
 }
 
 // CounterFuncs registers a counter family whose values are read at scrape time, one

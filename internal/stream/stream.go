@@ -52,6 +52,9 @@ type Config struct {
 	RetryInterval time.Duration
 	// DrainWindow is the window over which streams end on shutdown.
 	DrainWindow time.Duration
+	// DeliveredFunc, when set, is called with the events of each successful write
+	// (metrics).
+	DeliveredFunc func(events []feed.Event)
 }
 
 func (c Config) withDefaults() Config {
@@ -160,6 +163,9 @@ func (st *state) run(ctx context.Context, s Session) (EndReason, error) {
 					return EndError, err
 				}
 				return EndWriteFailed, nil
+			}
+			if st.cfg.DeliveredFunc != nil {
+				st.cfg.DeliveredFunc(events)
 			}
 			wake = alwaysReady // look at the other signals, then read on
 		}
