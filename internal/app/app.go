@@ -152,8 +152,8 @@ func (n *Node) build(ctx context.Context) error {
 			return err
 		}
 		n.API = httpapi.New(httpapi.Config{Verifier: verifier, LongPollMax: n.cfg.LongPollMax,
-			Logger:       n.log.With(slog.String("service", "api")),
-			PollInterval: n.cfg.PollInterval,
+			Logger:        n.log.With(slog.String("service", "api")),
+			PollInterval:  n.cfg.PollInterval,
 			DeliveredFunc: n.Metrics.Delivered,
 			Stream: stream.Config{DeliveredFunc: func(events []feed.Event) { n.Metrics.Delivered("sse", events) },
 				HeartbeatInterval: n.cfg.SSEHeartbeatInterval, MaxLifetime: n.cfg.SSEMaxLifetime,
