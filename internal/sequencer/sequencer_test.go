@@ -216,9 +216,11 @@ func TestNoLossNoDuplicatesWhenSequencerIsKilledMidBatch(t *testing.T) {
 				return
 			case <-time.After(time.Duration(5+rand.IntN(20)) * time.Millisecond):
 			}
+			// Match the sequencer's batch statement by its start: this query's own text
+			// holds the pattern, and it must never match itself on another connection.
 			var n int64
 			_ = db.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-				WHERE datname = current_database() AND query LIKE '%sequence_batch%' AND pid <> pg_backend_pid()) k`).Scan(&n)
+				WHERE datname = current_database() AND query LIKE 'SELECT head, moved%' AND pid <> pg_backend_pid()) k`).Scan(&n)
 			kills.Add(n)
 		}
 	}()
