@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/tocsin/tocsin/internal/config"
 	"github.com/tocsin/tocsin/internal/routes"
 )
 
@@ -19,11 +18,7 @@ func runCapture(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "drop-slot" {
 		return errors.New("usage: tocsin capture drop-slot")
 	}
-	cfg, err := config.Load(flag.NewFlagSet("tocsin capture drop-slot", flag.ContinueOnError), args[1:])
-	if err != nil {
-		return err
-	}
-	pool, err := connect(ctx, cfg)
+	_, pool, err := openDatabase(ctx, flag.NewFlagSet("tocsin capture drop-slot", flag.ContinueOnError), args[1:])
 	if err != nil {
 		return err
 	}

@@ -27,12 +27,7 @@ func runServe(ctx context.Context, args []string, _ io.Writer) error {
 }
 
 func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("tocsin migrate", flag.ContinueOnError)
-	cfg, err := config.Load(fs, args)
-	if err != nil {
-		return err
-	}
-	pool, err := connect(ctx, cfg)
+	_, pool, err := openDatabase(ctx, flag.NewFlagSet("tocsin migrate", flag.ContinueOnError), args)
 	if err != nil {
 		return err
 	}
@@ -48,6 +43,17 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "schema is current")
 	}
 	return nil
+}
+
+// openDatabase loads the configuration of command name from args and connects to its
+// database. The caller closes the pool.
+func openDatabase(ctx context.Context, fs *flag.FlagSet, args []string) (*config.Config, *pgxpool.Pool, error) {
+	cfg, err := config.Load(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := connect(ctx, cfg)
+	return cfg, pool, err
 }
 
 func connect(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-
-	"github.com/tocsin/tocsin/internal/config"
 )
 
 // runSwitch flips a runtime switch stored in tocsin.setting. Route triggers read `capture`
@@ -16,11 +14,7 @@ func runSwitch(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) < 2 || (args[0] != "push" && args[0] != "capture") || (args[1] != "on" && args[1] != "off") {
 		return errors.New("usage: tocsin switch push|capture on|off")
 	}
-	cfg, err := config.Load(flag.NewFlagSet("tocsin switch", flag.ContinueOnError), args[2:])
-	if err != nil {
-		return err
-	}
-	pool, err := connect(ctx, cfg)
+	_, pool, err := openDatabase(ctx, flag.NewFlagSet("tocsin switch", flag.ContinueOnError), args[2:])
 	if err != nil {
 		return err
 	}
