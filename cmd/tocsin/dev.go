@@ -119,7 +119,8 @@ func devSecret() (string, error) {
 
 func printWelcome(w io.Writer, cfg *config.Config, addr, routes string) {
 	base := "http://" + addr
-	fmt.Fprintf(w, "\nTocsin is running (demo schema; %s).\n\n", routes)
+	fmt.Fprintf(w, "\nTocsin is running with the demo schema. Routes:\n  %s\n\n",
+		strings.ReplaceAll(strings.TrimSpace(routes), "\n", "\n  "))
 	fmt.Fprintf(w, "  API       %s\n", base)
 	fmt.Fprintf(w, "  Database  %s\n", cfg.DatabaseURL)
 	fmt.Fprintf(w, "  Secret    TOCSIN_JWT_SECRET=%s\n\n", cfg.JWTSecret)
