@@ -2,8 +2,8 @@
 -- row (0002's capture_enabled) cost about a tenth of the application's insert throughput
 -- (measured: see README "Performance"). tocsin.setting stays the source of truth; a trigger
 -- on it keeps a marker relation, tocsin.capture_off, that exists exactly while capture is
--- off. capture_enabled() becomes an inlinable SQL function whose test is a catalog-cache
--- lookup (to_regclass), not a query. Creating and dropping the marker is transactional DDL:
+-- off. Route triggers test it in their WHEN clause with to_regclass, a catalog-cache
+-- lookup rather than a query; capture_enabled() answers the same for everyone else. Creating and dropping the marker is transactional DDL:
 -- every session sees the switch as soon as it commits, and it takes no lock that an
 -- application's write would wait for.
 CREATE FUNCTION tocsin.setting_capture_marker() RETURNS trigger

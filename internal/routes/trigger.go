@@ -114,6 +114,18 @@ func outboxInsert(r *Route, pk []string, op Op) string {
 	if r.Group != nil {
 		group = jsonArray(row, r.Group.By) + "::text"
 	}
+	if c := r.Recipients.Column; c != "" && op != OpUpdate {
+		// One recipient: a plain INSERT … VALUES behind an IF is the cheapest statement the
+		// executor can run (no VALUES scan, no filter node). NULL <> '' is not true, so a
+		// NULL recipient writes nothing, as below.
+		recipient := fmt.Sprintf("%s.%s::text", row, ident(c))
+		return fmt.Sprintf(`IF %s <> '' THEN
+    INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
+END IF;`,
+			recipient, recipient, literal(r.Name), literal(r.Topic), literal(string(r.Kind)), literal(string(op)),
+			literal(r.Table.String()), jsonObject(row, pk), data, old, changed, group)
+	}
 	return fmt.Sprintf(`INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
 SELECT v.r, %s, %s, %s, %s, %s,
        %s,
@@ -211,16 +223,19 @@ func createTriggerSQL(r *Route) string {
 		ops[i] = strings.ToUpper(string(op))
 	}
 	// The capture switch is checked in WHEN, not in the function: while capture is off the
-	// function is not called and no after-trigger event is queued. tocsin.capture_enabled()
-	// is inlined to a catalog-cache lookup (migration 0006), so the check costs no query.
-	when := "\nWHEN (tocsin.capture_enabled())"
+	// function is not called and no after-trigger event is queued. The test is a catalog-cache
+	// lookup of the marker relation (migration 0006), written out rather than through
+	// tocsin.capture_enabled(): WHEN is prepared again for every statement, and inlining a SQL
+	// function there would parse its body every time.
+	const captureOn = "to_regclass('tocsin.capture_off') IS NULL"
+	when := "\nWHEN (" + captureOn + ")"
 	if len(r.On) == 1 && r.On[0] == OpUpdate && len(r.WhenChanged) > 0 {
 		// Skip the call (and the queued after-trigger event) for updates that cannot fire.
 		var changed []string
 		for _, c := range r.WhenChanged {
 			changed = append(changed, fmt.Sprintf("OLD.%s IS DISTINCT FROM NEW.%[1]s", ident(c)))
 		}
-		when = "\nWHEN (tocsin.capture_enabled() AND (" + strings.Join(changed, " OR ") + "))"
+		when = "\nWHEN (" + captureOn + " AND (" + strings.Join(changed, " OR ") + "))"
 	}
 	return fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s\nFOR EACH ROW%s EXECUTE FUNCTION %s()",
 		ident(triggerName(r.Name)), strings.Join(ops, " OR "), r.Table.sanitize(), when, functionName(r.Name))
