@@ -69,9 +69,6 @@ type Node struct {
 // Addr is the address the API listens on (useful when cfg.Addr had port 0).
 func (n *Node) Addr() string { return n.listener.Addr().String() }
 
-// Pool is the node's database pool.
-func (n *Node) Pool() *pgxpool.Pool { return n.pool }
-
 // Options are hooks for embedding a node (tests, benchmarks).
 type Options struct {
 	// PoolConfigFunc may adjust the database pool's configuration, e.g. to add a tracer.

@@ -30,11 +30,9 @@ type sseStream struct {
 	events chan sseEvent
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	raw    bytes.Buffer
-	retry  string
-	lastID string
-	err    error
+	mu  sync.Mutex
+	raw bytes.Buffer
+	err error
 }
 
 // openStream opens GET /v1/feed/stream?query with header and starts parsing when the
@@ -75,20 +73,6 @@ func (s *sseStream) Raw() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.raw.String()
-}
-
-// Retry returns the last retry: value received.
-func (s *sseStream) Retry() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.retry
-}
-
-// LastID returns the last event ID, as EventSource would send it in Last-Event-ID.
-func (s *sseStream) LastID() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastID
 }
 
 // Next returns the next event or comment; ok is false when the stream ended or nothing
@@ -156,9 +140,6 @@ func (s *sseStream) parse(body io.Reader) {
 		}
 		switch {
 		case line == "": // dispatch
-			s.mu.Lock()
-			s.lastID = idBuffer
-			s.mu.Unlock()
 			if data.Len() == 0 {
 				event = ""
 				continue
@@ -184,12 +165,6 @@ func (s *sseStream) parse(body io.Reader) {
 			case "id":
 				if !strings.Contains(value, "\x00") {
 					idBuffer = value
-				}
-			case "retry":
-				if value != "" && strings.Trim(value, "0123456789") == "" {
-					s.mu.Lock()
-					s.retry = value
-					s.mu.Unlock()
 				}
 			}
 		}

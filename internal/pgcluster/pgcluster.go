@@ -181,9 +181,6 @@ func (c *Cluster) Stop() error {
 	return err
 }
 
-// Port is the TCP port the server listens on.
-func (c *Cluster) Port() int { return c.port }
-
 // URL is a connection string for database dbname as the postgres superuser.
 func (c *Cluster) URL(dbname string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, dbname)
