@@ -2,9 +2,11 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,8 @@ type memStore struct {
 	mu     sync.Mutex
 	epoch  string
 	events []feed.Event
+	// stateErrs makes that many FeedState calls fail; states counts the calls.
+	stateErrs, states int
 }
 
 func (m *memStore) append(recipient string, n int) int64 {
@@ -35,6 +39,11 @@ func (m *memStore) append(recipient string, n int) int64 {
 func (m *memStore) FeedState(context.Context) (feed.State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.states++
+	if m.stateErrs > 0 {
+		m.stateErrs--
+		return feed.State{}, errors.New("feed state unavailable")
+	}
 	return feed.State{Epoch: m.epoch, Head: int64(len(m.events))}, nil
 }
 
@@ -68,7 +77,11 @@ func (m *memStore) FeedListRange(_ context.Context, from, to int64, recipients [
 
 func startHub(t *testing.T, pageLimit int) (*Hub, *memStore) {
 	t.Helper()
-	store := &memStore{epoch: "abcd"}
+	return runHub(t, &memStore{epoch: "abcd"}, pageLimit)
+}
+
+func runHub(t *testing.T, store *memStore, pageLimit int) (*Hub, *memStore) {
+	t.Helper()
 	h := New(store, Config{FallbackInterval: time.Hour, PageLimit: pageLimit}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -207,4 +220,37 @@ func TestEndWaits(t *testing.T) {
 	require.Empty(t, ev)
 	require.Equal(t, "abcd-0", c, "a later long poll answers at once")
 
+}
+
+// A fan-out never reads below the lowest head its subscribers read up to. Here the hub
+// could not learn the head at start and missed the doorbell while nobody waited; a
+// follower then joins at the head of a long history, and the next entry still takes one
+// read, not a page-by-page walk through that history.
+func TestFanoutSkipsHistoryNobodyIsOwed(t *testing.T) {
+	t.Parallel()
+	store := &memStore{epoch: "abcd", stateErrs: 1}
+	h, _ := runHub(t, store, 100)
+	var reads atomic.Int64
+	h.ReadFunc = func(int) { reads.Add(1) }
+	require.Eventually(t, func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		return store.states == 1
+	}, 10*time.Second, time.Millisecond, "the hub looks the head up at start")
+	ctx := t.Context()
+	head := store.append("alice", 10_000)
+	f, err := h.Follow(ctx, "alice", feed.Cursor{Epoch: "abcd", Position: head}.String(), 0)
+	require.NoError(t, err)
+	defer f.Close()
+	ev, err := f.Next(ctx)
+	require.NoError(t, err)
+	require.Empty(t, ev)
+
+	h.Ring(store.append("alice", 1))
+	waitWake(t, f)
+	ev, err = f.Next(ctx)
+	require.NoError(t, err)
+	require.Len(t, ev, 1)
+	require.Equal(t, head+1, ev[0].Position)
+	require.Equal(t, int64(1), reads.Load())
 }

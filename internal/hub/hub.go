@@ -125,8 +125,10 @@ func (h *Hub) Waiting() int {
 	return h.n
 }
 
-// Run fans out until ctx ends.
+// Run fans out until ctx ends. It starts from the feed's current head: entries that were
+// sequenced before this node started belong to clients' own reads, never to a fan-out.
 func (h *Hub) Run(ctx context.Context) error {
+	h.startAtHead(ctx)
 	fallback := time.NewTicker(h.cfg.FallbackInterval)
 	defer fallback.Stop()
 	for {
@@ -145,6 +147,39 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.log.Warn("hub could not read the feed; retrying at the next ring", slog.Any("error", err))
 		}
 	}
+}
+
+// startAtHead moves the hub's head to the feed's head, or to the lowest head a subscriber
+// registered with if that is lower (so nobody already registered misses an entry). Without
+// it the first fan-out after a restart would page through the waiting clients' whole
+// retained history. When the head cannot be read, the hub starts where it is and the floor
+// in advance keeps that first read small anyway.
+func (h *Hub) startAtHead(ctx context.Context) {
+	st, err := h.store.FeedState(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("hub could not read the feed's head at start", slog.Any("error", err))
+		}
+		h.lookup.Store(true)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if start := h.floorLocked(st.Head); start > h.head {
+		h.head = start
+	}
+}
+
+// floorLocked returns the lowest of limit and the heads the current subscribers registered
+// with: every subscriber read its own feed up to its head, so no fan-out owes anyone an
+// entry at or below the result.
+func (h *Hub) floorLocked(limit int64) int64 {
+	for _, set := range h.subs {
+		for s := range set {
+			limit = min(limit, s.seenHead)
+		}
+	}
+	return limit
 }
 
 func (h *Hub) advance(ctx context.Context) error {
@@ -176,6 +211,10 @@ func (h *Hub) advance(ctx context.Context) error {
 	}
 	for {
 		h.mu.Lock()
+		// Nobody waiting here is owed anything at or below the lowest head they read up to.
+		if floor := h.floorLocked(target); floor > h.head {
+			h.head = floor
+		}
 		from, gen := h.head, h.gen
 		recipients := make([]string, 0, len(h.subs))
 		for r := range h.subs {
