@@ -23,6 +23,90 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for DigestEventKind.
+const (
+	Digest DigestEventKind = "digest"
+)
+
+// Valid indicates whether the value is a known member of the DigestEventKind enum.
+func (e DigestEventKind) Valid() bool {
+	switch e {
+	case Digest:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InboxDataAction.
+const (
+	Archive InboxDataAction = "archive"
+	Read    InboxDataAction = "read"
+	Seen    InboxDataAction = "seen"
+)
+
+// Valid indicates whether the value is a known member of the InboxDataAction enum.
+func (e InboxDataAction) Valid() bool {
+	switch e {
+	case Archive:
+		return true
+	case Read:
+		return true
+	case Seen:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InboxEventKind.
+const (
+	Inbox InboxEventKind = "inbox"
+)
+
+// Valid indicates whether the value is a known member of the InboxEventKind enum.
+func (e InboxEventKind) Valid() bool {
+	switch e {
+	case Inbox:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for MessageEventKind.
+const (
+	Message MessageEventKind = "message"
+)
+
+// Valid indicates whether the value is a known member of the MessageEventKind enum.
+func (e MessageEventKind) Valid() bool {
+	switch e {
+	case Message:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RowEventKind.
+const (
+	Change       RowEventKind = "change"
+	Notification RowEventKind = "notification"
+)
+
+// Valid indicates whether the value is a known member of the RowEventKind enum.
+func (e RowEventKind) Valid() bool {
+	switch e {
+	case Change:
+		return true
+	case Notification:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GetInboxParamsState.
 const (
 	All      GetInboxParamsState = "all"
@@ -62,17 +146,30 @@ type Capabilities struct {
 	Push bool `json:"push"`
 }
 
-// Event One entry of the caller's feed.
-type Event struct {
+// DigestData The `data` of a digest.
+type DigestData struct {
+	// Count How many changes or messages the digest folds.
+	Count int `json:"count"`
+
+	// Data The newest change's payload.
+	Data    interface{} `json:"data"`
+	FirstAt time.Time   `json:"first_at"`
+
+	// Keys The keys of the newest distinct rows, newest first (bounded).
+	Keys   []map[string]interface{} `json:"keys"`
+	LastAt time.Time                `json:"last_at"`
+}
+
+// DigestEvent Grouped changes or messages; `replaces` names the digest it supersedes.
+type DigestEvent struct {
 	// Changed The columns an update changed; null for inserts, deletes and messages.
 	Changed []string `json:"changed"`
 
 	// CreatedAt When the change or message was captured.
 	CreatedAt time.Time `json:"created_at"`
 
-	// Data The row's columns allowed by the route (an object), the message's payload (any
-	// JSON value), or null when the route sends keys only.
-	Data json.RawMessage `json:"data"`
+	// Data The `data` of a digest.
+	Data DigestData `json:"data"`
 
 	// Group The group key of a digest; absent otherwise.
 	Group *string `json:"group,omitempty"`
@@ -81,24 +178,16 @@ type Event struct {
 	Id string `json:"id"`
 
 	// Key The changed row's key columns; null when the route sends no payload.
-	Key json.RawMessage `json:"key"`
-
-	// Kind `notification` (belongs in an inbox), `change` (refresh the UI), `message`
-	// (published by the application or another user), `digest` (grouped changes:
-	// `data` is `{count, first_at, last_at, keys, data}`) or `inbox` (the caller's
-	// inbox state changed elsewhere: `data` is `{action, ids | up_to, counts}`).
-	//
-	//
-	// Example: notification
-	Kind string `json:"kind"`
+	Key  json.RawMessage `json:"key"`
+	Kind DigestEventKind `json:"kind"`
 
 	// Old The row's previous values (updates and deletes), when captured.
 	Old json.RawMessage `json:"old"`
 
-	// Op The row operation (`insert`, `update`, `delete`); null for messages.
+	// Op The row operation; null for messages and inbox entries.
 	//
 	// Example: insert
-	Op *string `json:"op"`
+	Op *EventOp `json:"op"`
 
 	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
 	// from view. Absent otherwise.
@@ -114,6 +203,77 @@ type Event struct {
 	// Example: comment
 	Topic string `json:"topic"`
 }
+
+// DigestEventKind defines model for DigestEvent.Kind.
+type DigestEventKind string
+
+// Event One entry of the caller's feed: `EventFields`, with `data` typed by `kind`.
+type Event = EventFields
+
+// EventFields The fields every feed entry has, whatever its kind. `Event` narrows them by kind.
+type EventFields struct {
+	// Changed The columns an update changed; null for inserts, deletes and messages.
+	Changed []string `json:"changed"`
+
+	// CreatedAt When the change or message was captured.
+	CreatedAt time.Time `json:"created_at"`
+
+	// Data The row's columns allowed by the route (an object), the message's payload (any
+	// JSON value), a `DigestData` (kind `digest`), an `InboxData` (kind `inbox`), or
+	// null when the route sends keys only.
+	Data json.RawMessage `json:"data"`
+
+	// Group The group key of a digest; absent otherwise.
+	Group *string `json:"group,omitempty"`
+
+	// Id The event's cursor; sending it as `after` resumes right after this event.
+	Id string `json:"id"`
+
+	// Key The changed row's key columns; null when the route sends no payload.
+	Key json.RawMessage `json:"key"`
+
+	// Kind `notification` (belongs in an inbox), `change` (refresh the UI), `message`
+	// (published by the application or another user), `digest` (grouped changes) or
+	// `inbox` (the caller's inbox state changed elsewhere).
+	//
+	//
+	// Example: notification
+	Kind EventKind `json:"kind"`
+
+	// Old The row's previous values (updates and deletes), when captured.
+	Old json.RawMessage `json:"old"`
+
+	// Op The row operation; null for messages and inbox entries.
+	//
+	// Example: insert
+	Op *EventOp `json:"op"`
+
+	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
+	// from view. Absent otherwise.
+	Replaces *string `json:"replaces,omitempty"`
+
+	// Table The schema-qualified table that changed; null for messages.
+	//
+	// Example: public.comment
+	Table *string `json:"table"`
+
+	// Topic The route's or message's topic, for the client to dispatch on.
+	//
+	// Example: comment
+	Topic string `json:"topic"`
+}
+
+// EventKind `notification` (belongs in an inbox), `change` (refresh the UI), `message`
+// (published by the application or another user), `digest` (grouped changes) or
+// `inbox` (the caller's inbox state changed elsewhere).
+//
+// Example: notification
+type EventKind = string
+
+// EventOp The row operation; null for messages and inbox entries.
+//
+// Example: insert
+type EventOp = string
 
 // FeedPage One page of the caller's feed.
 type FeedPage struct {
@@ -132,6 +292,18 @@ type InboxCounts struct {
 	Unseen int `json:"unseen"`
 }
 
+// InboxData The `data` of an `inbox` entry: what changed, and the counts as of this entry's place
+// in the feed.
+type InboxData struct {
+	Action InboxDataAction `json:"action"`
+	Counts InboxCounts     `json:"counts"`
+	Ids    *[]string       `json:"ids,omitempty"`
+	UpTo   *string         `json:"up_to,omitempty"`
+}
+
+// InboxDataAction defines model for InboxData.Action.
+type InboxDataAction string
+
 // InboxEntry A feed entry with its inbox state.
 type InboxEntry struct {
 	ArchivedAt *time.Time `json:"archived_at"`
@@ -143,7 +315,8 @@ type InboxEntry struct {
 	CreatedAt time.Time `json:"created_at"`
 
 	// Data The row's columns allowed by the route (an object), the message's payload (any
-	// JSON value), or null when the route sends keys only.
+	// JSON value), a `DigestData` (kind `digest`), an `InboxData` (kind `inbox`), or
+	// null when the route sends keys only.
 	Data json.RawMessage `json:"data"`
 
 	// Group The group key of a digest; absent otherwise.
@@ -156,21 +329,20 @@ type InboxEntry struct {
 	Key json.RawMessage `json:"key"`
 
 	// Kind `notification` (belongs in an inbox), `change` (refresh the UI), `message`
-	// (published by the application or another user), `digest` (grouped changes:
-	// `data` is `{count, first_at, last_at, keys, data}`) or `inbox` (the caller's
-	// inbox state changed elsewhere: `data` is `{action, ids | up_to, counts}`).
+	// (published by the application or another user), `digest` (grouped changes) or
+	// `inbox` (the caller's inbox state changed elsewhere).
 	//
 	//
 	// Example: notification
-	Kind string `json:"kind"`
+	Kind EventKind `json:"kind"`
 
 	// Old The row's previous values (updates and deletes), when captured.
 	Old json.RawMessage `json:"old"`
 
-	// Op The row operation (`insert`, `update`, `delete`); null for messages.
+	// Op The row operation; null for messages and inbox entries.
 	//
 	// Example: insert
-	Op     *string    `json:"op"`
+	Op     *EventOp   `json:"op"`
 	ReadAt *time.Time `json:"read_at"`
 
 	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
@@ -189,6 +361,54 @@ type InboxEntry struct {
 	Topic string `json:"topic"`
 }
 
+// InboxEvent The caller's inbox state changed (from another tab or device).
+type InboxEvent struct {
+	// Changed The columns an update changed; null for inserts, deletes and messages.
+	Changed []string `json:"changed"`
+
+	// CreatedAt When the change or message was captured.
+	CreatedAt time.Time `json:"created_at"`
+
+	// Data The `data` of an `inbox` entry: what changed, and the counts as of this entry's place
+	// in the feed.
+	Data InboxData `json:"data"`
+
+	// Group The group key of a digest; absent otherwise.
+	Group *string `json:"group,omitempty"`
+
+	// Id The event's cursor; sending it as `after` resumes right after this event.
+	Id string `json:"id"`
+
+	// Key The changed row's key columns; null when the route sends no payload.
+	Key  json.RawMessage `json:"key"`
+	Kind InboxEventKind  `json:"kind"`
+
+	// Old The row's previous values (updates and deletes), when captured.
+	Old json.RawMessage `json:"old"`
+
+	// Op The row operation; null for messages and inbox entries.
+	//
+	// Example: insert
+	Op *EventOp `json:"op"`
+
+	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
+	// from view. Absent otherwise.
+	Replaces *string `json:"replaces,omitempty"`
+
+	// Table The schema-qualified table that changed; null for messages.
+	//
+	// Example: public.comment
+	Table *string `json:"table"`
+
+	// Topic The route's or message's topic, for the client to dispatch on.
+	//
+	// Example: comment
+	Topic string `json:"topic"`
+}
+
+// InboxEventKind defines model for InboxEvent.Kind.
+type InboxEventKind string
+
 // InboxMarkResult defines model for InboxMarkResult.
 type InboxMarkResult struct {
 	// Changed How many entries changed state (0 when they already had it).
@@ -204,11 +424,67 @@ type InboxPage struct {
 	Next *string `json:"next"`
 }
 
-// InboxSelection defines model for InboxSelection.
-type InboxSelection struct {
-	Ids  *[]string `json:"ids,omitempty"`
-	UpTo *string   `json:"up_to,omitempty"`
+// InboxSelectIds defines model for InboxSelectIds.
+type InboxSelectIds struct {
+	Ids []string `json:"ids"`
 }
+
+// InboxSelectUpTo defines model for InboxSelectUpTo.
+type InboxSelectUpTo struct {
+	UpTo string `json:"up_to"`
+}
+
+// InboxSelection Either `ids` (entry ids) or `up_to` (every entry up to and including this id).
+type InboxSelection struct {
+	union json.RawMessage
+}
+
+// MessageEvent A message published with `POST /v1/messages` or `tocsin.publish`.
+type MessageEvent struct {
+	// Changed The columns an update changed; null for inserts, deletes and messages.
+	Changed []string `json:"changed"`
+
+	// CreatedAt When the change or message was captured.
+	CreatedAt time.Time `json:"created_at"`
+
+	// Data The message's payload, any JSON value.
+	Data interface{} `json:"data"`
+
+	// Group The group key of a digest; absent otherwise.
+	Group *string `json:"group,omitempty"`
+
+	// Id The event's cursor; sending it as `after` resumes right after this event.
+	Id string `json:"id"`
+
+	// Key The changed row's key columns; null when the route sends no payload.
+	Key  json.RawMessage  `json:"key"`
+	Kind MessageEventKind `json:"kind"`
+
+	// Old The row's previous values (updates and deletes), when captured.
+	Old json.RawMessage `json:"old"`
+
+	// Op The row operation; null for messages and inbox entries.
+	//
+	// Example: insert
+	Op *EventOp `json:"op"`
+
+	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
+	// from view. Absent otherwise.
+	Replaces *string `json:"replaces,omitempty"`
+
+	// Table The schema-qualified table that changed; null for messages.
+	//
+	// Example: public.comment
+	Table *string `json:"table"`
+
+	// Topic The route's or message's topic, for the client to dispatch on.
+	//
+	// Example: comment
+	Topic string `json:"topic"`
+}
+
+// MessageEventKind defines model for MessageEvent.Kind.
+type MessageEventKind string
 
 // Problem An RFC 9457 problem detail.
 type Problem struct {
@@ -248,6 +524,53 @@ type PublishResult struct {
 	// Recipients The distinct recipients.
 	Recipients []string `json:"recipients"`
 }
+
+// RowEvent A change of a routed row (`notification` or `change`).
+type RowEvent struct {
+	// Changed The columns an update changed; null for inserts, deletes and messages.
+	Changed []string `json:"changed"`
+
+	// CreatedAt When the change or message was captured.
+	CreatedAt time.Time `json:"created_at"`
+
+	// Data The row's allow-listed columns, or null when the route sends keys only.
+	Data *map[string]interface{} `json:"data"`
+
+	// Group The group key of a digest; absent otherwise.
+	Group *string `json:"group,omitempty"`
+
+	// Id The event's cursor; sending it as `after` resumes right after this event.
+	Id string `json:"id"`
+
+	// Key The changed row's key columns; null when the route sends no payload.
+	Key  json.RawMessage `json:"key"`
+	Kind RowEventKind    `json:"kind"`
+
+	// Old The row's previous values (updates and deletes), when captured.
+	Old json.RawMessage `json:"old"`
+
+	// Op The row operation; null for messages and inbox entries.
+	//
+	// Example: insert
+	Op *EventOp `json:"op"`
+
+	// Replaces The id of an earlier digest this one supersedes (it was unread): drop that one
+	// from view. Absent otherwise.
+	Replaces *string `json:"replaces,omitempty"`
+
+	// Table The schema-qualified table that changed; null for messages.
+	//
+	// Example: public.comment
+	Table *string `json:"table"`
+
+	// Topic The route's or message's topic, for the client to dispatch on.
+	//
+	// Example: comment
+	Topic string `json:"topic"`
+}
+
+// RowEventKind defines model for RowEvent.Kind.
+type RowEventKind string
 
 // StreamTicket A single-use credential for `GET /v1/feed/stream?ticket=`.
 type StreamTicket struct {
@@ -322,6 +645,10 @@ type StreamFeedParams struct {
 	// Cursors are opaque: never build or compare them.
 	After *AfterParam `form:"after,omitempty" json:"after,omitempty"`
 
+	// Ticket A single-use ticket from `POST /v1/stream-tickets`, for clients that cannot send
+	// an `Authorization` header (a browser's EventSource). Ignored when the header is sent.
+	Ticket *string `form:"ticket,omitempty" json:"ticket,omitempty"`
+
 	// LastEventID The id of the last event received; takes precedence over `after`.
 	LastEventID *string `json:"Last-Event-ID,omitempty"`
 }
@@ -355,6 +682,68 @@ type MarkInboxSeenJSONRequestBody = InboxSelection
 
 // PublishMessageJSONRequestBody defines body for PublishMessage for application/json ContentType.
 type PublishMessageJSONRequestBody = PublishRequest
+
+// AsInboxSelectIds returns the union data inside the InboxSelection as a InboxSelectIds
+func (t InboxSelection) AsInboxSelectIds() (InboxSelectIds, error) {
+	var body InboxSelectIds
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromInboxSelectIds overwrites any union data inside the InboxSelection as the provided InboxSelectIds
+func (t *InboxSelection) FromInboxSelectIds(v InboxSelectIds) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeInboxSelectIds performs a merge with any union data inside the InboxSelection, using the provided InboxSelectIds
+func (t *InboxSelection) MergeInboxSelectIds(v InboxSelectIds) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsInboxSelectUpTo returns the union data inside the InboxSelection as a InboxSelectUpTo
+func (t InboxSelection) AsInboxSelectUpTo() (InboxSelectUpTo, error) {
+	var body InboxSelectUpTo
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromInboxSelectUpTo overwrites any union data inside the InboxSelection as the provided InboxSelectUpTo
+func (t *InboxSelection) FromInboxSelectUpTo(v InboxSelectUpTo) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeInboxSelectUpTo performs a merge with any union data inside the InboxSelection, using the provided InboxSelectUpTo
+func (t *InboxSelection) MergeInboxSelectUpTo(v InboxSelectUpTo) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t InboxSelection) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *InboxSelection) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -469,6 +858,14 @@ func (siw *ServerInterfaceWrapper) StreamFeed(c *gin.Context) {
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "after", c.Request.URL.Query(), &params.After, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter after: %w", err), http.StatusBadRequest)
+		return
+	}
+
+	// ------------- Optional query parameter "ticket" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "ticket", c.Request.URL.Query(), &params.Ticket, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		siw.ErrorHandler(c, fmt.Errorf("Invalid format for parameter ticket: %w", err), http.StatusBadRequest)
 		return
 	}
 
@@ -703,7 +1100,7 @@ type InternalErrorApplicationProblemPlusJSONResponse Problem
 type PayloadTooLargeApplicationProblemPlusJSONResponse Problem
 
 type ServiceUnavailableResponseHeaders struct {
-	RetryAfter *int
+	RetryAfter int
 }
 type ServiceUnavailableApplicationProblemPlusJSONResponse struct {
 	Body Problem
@@ -712,7 +1109,7 @@ type ServiceUnavailableApplicationProblemPlusJSONResponse struct {
 }
 
 type TooManyRequestsResponseHeaders struct {
-	RetryAfter *int
+	RetryAfter int
 }
 type TooManyRequestsApplicationProblemPlusJSONResponse struct {
 	Body Problem
@@ -852,9 +1249,7 @@ func (response GetFeed503ApplicationProblemPlusJSONResponse) VisitGetFeedRespons
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -981,9 +1376,7 @@ func (response StreamFeed429ApplicationProblemPlusJSONResponse) VisitStreamFeedR
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(429)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1016,9 +1409,7 @@ func (response StreamFeed503ApplicationProblemPlusJSONResponse) VisitStreamFeedR
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1124,9 +1515,7 @@ func (response GetInbox503ApplicationProblemPlusJSONResponse) VisitGetInboxRespo
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1232,9 +1621,7 @@ func (response MarkInboxArchived503ApplicationProblemPlusJSONResponse) VisitMark
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1307,9 +1694,7 @@ func (response GetInboxCounts503ApplicationProblemPlusJSONResponse) VisitGetInbo
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1415,9 +1800,7 @@ func (response MarkInboxRead503ApplicationProblemPlusJSONResponse) VisitMarkInbo
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1523,9 +1906,7 @@ func (response MarkInboxSeen503ApplicationProblemPlusJSONResponse) VisitMarkInbo
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1664,9 +2045,7 @@ func (response PublishMessage503ApplicationProblemPlusJSONResponse) VisitPublish
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -1739,9 +2118,7 @@ func (response CreateStreamTicket503ApplicationProblemPlusJSONResponse) VisitCre
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -2163,107 +2540,118 @@ func (sh *strictHandler) CreateStreamTicket(ctx *gin.Context) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7HzrjhvH1eCrFHoXEInt4VCj0QbhIFjIWsmRI1uKZrzCwhTUNd2HZGWaVe2qalKMM0Ae4nuGPFie5MM5",
-	"p6ovZHNm9NlW8gH+R/al6tzv1T8luVlXRoP2Lpn9lFTSyjV4sPTv2cKDfYuX8F8BLreq8sroZJZcrUDk",
-	"tXXGCm+EBVkIiY/PhF+ByPhWJsyC/lcWNsrUTlRyCakwVkgtYAPaP3IiU0U2mes3a+U9FGJkrIB15Xfj",
-	"lN5dABRCOd5jYc1aKO+EKQtwXljwUmkoBGhvdxOBYJXKg5WlyLTZZvSam2ujy53YrqQX0lq1Acfg0g4W",
-	"fqzB+Yvwx1VGO8A/WuT4ND4scqNzCz5iPZnr5/TDCWlBmEr+WMNMaNiAFde1KgvEEqmLt/0K1pO5TtIE",
-	"Psl1VUIyS7TZJmmikJg/1mB3SZpoucY7BFmSJi5fwVoi7f2uwhvOW6WXye1tmrxWa+Xv4M3aOM8Udswg",
-	"X1stlBZGA3FhcmTzEhfubV7AQtalT2aPp9M0WRi7lj6ZJUr7J2dJmqzlJ7Wu13R7miZrpcPfNIKttIcl",
-	"WIL7vTwK9iXkRhcE7lYqLxaG2bNQNuIitsgUjTgoJ+RGqlJelyB24MWoNHopKlOWSi/Hk7meCqndFpBD",
-	"Xhidw0T8P1nWyM1rsyGmCAd2A/aREwELMXoyFS4Acr0TAfcxMnmuS7MFCwVCqHwqtEEBXNQOCmbuED0R",
-	"lWFyDhIzUm86QL3bNAmi+pUpFJCOvtLX5tMllJAzFVGjtQft8aesqlLlEu+c/sXx7RaQ/2lhkcyS/3Ha",
-	"2oBTvutO95alvfvceqH8Ciwqr8vEiNRPqMKNUeyzuvroDV7egN2xboq6QrpJXQil87IulF4Kv1JOqGKM",
-	"woioKQtFMvO2BkaWVZEQ/UoW7xj5O5CsrLkuYf2/Pg/Zt/zWEJZXrXlAiVN6I0tViFEWfp2Em9lMSNFY",
-	"T3zU1B6tn5V6CUgTFBY517peX4MlKqEZCyZUObqPcn1lcqe0UM7VaAyDJT1ZyxKFBYoMRTu5TZOXxl6r",
-	"ogD9penhzQ1osZY7grkwzMVRtogAZeMJAvi10fClYWvpiQ4C7YfUbPYbV8Iuw5EXai5uJToYB36uG5LD",
-	"pwrlMRtPxDtYgM9XJL0WnJfWsyvKyFb/AT1NYAtpzrfS3qAk/5LaiGu+A4emYwD5P5qtWEvNyoYeK1+h",
-	"5BUpwYx45qZGZ9C6PX5iwkB7sFqWL6w19kvy7JkWtYZPFeTo+gG3J+VicJD0yNUCWVYKCxuQJanKCq3H",
-	"2lgG/63clUYWV8a8lnb5xYXu2hQ7FLkSNw8y1zoXIfMcKo8aUjGcJ96YE3o4aMol2I3K4XvdeLQvjUIA",
-	"NZea7BT5TaHNVowyx8Cd1C102XgmzAYsIoNGyhvDwmcq0HPtvAW5diR5jVN2wmi2FNoUgLGdWkPBZtIK",
-	"t6q9R54WZqsnc/0O0GW0slpAKXcYvmR054RC0yzFNXFfXJJd8ApkEcLXzpP3BxvXsDAWbb23O6WXk6Hw",
-	"q+OJb9Pkyphvpd4Fp+S+uKWTZQlWrCTiEMgfCY9s6JFbjDKUOXzoJDyEuvW8NA7Q66RzbSwjfy/RvzSd",
-	"v9ey9itj1V/vtKi/jmaDtEgM8njKibVyTullKhp3nIrgJlLh1BIzka3y6CgMhUc3sBPGzrUsl8Yqv1qT",
-	"20Fv4zCcVWwovn/3mjh0A/okBBbs5nt0fv/+/cmzGtMSj0jDcOAfQM5XKB8Ye4zevXwu/vfvnk7Hkztz",
-	"CqZ1ZU0OzqGWv9Be+d2XJrkqYF0ZDzrfEfWQVhhhUzoQyRpDslHWefxkrdxa+nxFVvU24kq0ey4rea1K",
-	"5UPY3N/3PQcIyokCqtLs1sgbs1hg7mDVcuXRFCL1KmsqsHGRFUjrr0H6jyFjGOYImkAE1qkSdA5ks4Kq",
-	"RnWQolkLc0bcH7fb14c0wbU+ojn9uJafHrZthnqXiZXRpsbk5Xonsq9fXInTzeNTjH2y4Z1oE3LEG1ne",
-	"vVN8CvOs7UrlK+FWxvqTkIuJvFSUh7qVqcuCvMGRPWu3GuIOcKrRhfqUCZg13lXDtrF/I0rka40uRrit",
-	"8vlq3Nnx2pgSpE5iQsVZxw+8fTrA1mN0P0alD81W5vovkHvE7cUmaFAfuTcaQn4USiVs1x85iksPZS6E",
-	"dUcKMqas1xodr6irQvoY4xUXQtdlSSqktAPrXYrWHTywl16jyi/BUVHAw9oNGIg0wTU4OMEMrcFRWisx",
-	"4f10sjQneO3E3ajqxBBksjypDBEo5HVpkluQHoqP0g/yWneCUzSWATYyBLmsPAoxwtnkzojoCbK65XAL",
-	"cyG9HCaWNdtHriVZick9aQcJj6k9iJHUgjkYalEBlkdOhFAOH9nN9TeXb74TG1nWGNhgsofU3kZceDEH",
-	"6AdvYIeRULlj875P0oaGySxBszp5J7ff8qafQeGlNXU1jDXdYre0EFIUakmVL3lN/ois61Y5qg4dYXdL",
-	"W3VEDGNhj/OoC8Ic7YDyQrqQMmWYR9VriAY2Rh3K8euTIWbeALkjWRSKMX/b0Q0GckApWAUCvxHzwPOL",
-	"O9ikTeTwHZQIyv1Lce1G6QGCZtp4tQguNxOja0Bb5DB0kFoozAzHqcgYy0yMLCwsuBXHFa/wVhDabK5H",
-	"VX1dKrdq5bzjzkXHv9YOLL7K4pGJEYkNFIGYbjbXGWpWhkFR9hOllikX6j5Kn4pShh8o7qnAR28zLg0R",
-	"xBmb6Gjr5pquCuc7NktA6WC7Agsz0d1MUkkqFapw4m+CKk1pSG5vY9TUrbK21BsSKVMWny9SLEpNUXvD",
-	"VcUR21y2qMG6jlOWr67h+jLSZKqjZg/zA8s8x1wb/UGWiozBx18MfDbuuI2uh2ipyy8/xFZYqEqZw7EI",
-	"oiBzpAVIWyqwwS6xPTAahKsrsA4KJLPyHBRqC7IYz0RhTYVJN9XP5prqMhsF24l4tm/VBm3uAaw+ZuAD",
-	"eTKFlCc/1rJUCwWFoGd590NfO0w0UsJ8EuK8BwFkKpUfY2ft0R+1uz3CZKtSedoU0Dn+whSsUK7CCFkY",
-	"3YepBeaw1dANkVSRRHCCwSJJizRjEx28LitX2oQsPc8/FCK9BCjeyiUMR0kVBgEPDJLI8dzXtEJL33VI",
-	"Gj55qkqEHpYqmv4V2rPQgeCUba6bTlang/SoXazW0Yw1/oUQQP+2rvxOjLg9hbZC6rk2ofsV35eUJDtT",
-	"brjfcNCACpbuQFa453OI+wvuBSlNCYbywtgCbBobaWS7LwJsocvCVbZcrqEXF96V3HGUe7sXG+5LUYAx",
-	"jYwaEgaqeT4ns06dyR6DWfeHSgZpUmsHXBQfaD91oQiLNG8cheIFxufkJcryzSKZ/fAwGuwDLW2+Upsm",
-	"8B2MXx9gR+XPWwBR/RkL7NEwrtYClvbwPKTph4MSMFfgOQmi4okiOW0CgkmvrB5K4AcicTQxOlYZD9HG",
-	"aNpo6E7IEtHYiZUshPLj4Sw1b4Ty3pp9kN99qnUsIj9wVPSiOezjGjDBnw/Syo4UH6hmmqDdG7aVGZcn",
-	"GjNIFnJEnZUxmbPg60J7BXQx+WwJirgEOI5Sotfj7JNDFX1SHMj8Wn56xTebHnX8f0gOiiiHm+4HkMVa",
-	"1gH1nmnx7uVz8fvzp78ToUwWuhiH3oqvH6lKbanrbY1esm5QRBTcDXt4KVb1WurBhElp56XOBzzqM2Fh",
-	"AZYKUj608Eye15YupY1OWHJZRsPg+qhC9ZGY7o9XV28FPyByU8CwMnnly0HwqISU4gIYYLl6vZZtkSSS",
-	"FNcbBIwvHORSK+8rNzs99dRknRSwiUVMdzqvp9MnuSvrJf2CjOdB8ILQEjPVzs796OmuZfvNxHsDLLob",
-	"ydIQOI1CMqQebzmp63TH9+TraAkkpLgp9VDaGsYk+ZULES9N2dacmKfKhdKE0t5QyB9SgIrKvbmqVKgK",
-	"rJV+DXrpV6S9D3CY4d2+jeivcmgx7rIQTTh+5yJ7jO3A0UbQxJo7eTrs7ALtPqpi0N71cT7ke6GcVzr3",
-	"LWHvqfzdGc11gOltPYTXJVVor1R+A35Q65VelnBSOxC5hQK0V5JzqaHq7//xtNAfskOjyvrm7i4y8uvC",
-	"eVM5cQ0Y7XI5+XMqjP4IMlfNBhdCCgcYvKeiVDcgJHeUJuISUxDF00kp5SL8Rja531DwtmkX00OKU8CX",
-	"11b53SUGA0wc7hE9q/2q/fcyIvvN+6vkMEb75v2V2K6MA9G0stAxVErrtprUTFPlRi/UsuYiw0Rk8KkK",
-	"qY7QRp9QljHXmauvQyWoEZtxyHwY0QuRKef41UzWBedF+Qrym5hZxa3iDBbFPFTlJ7RaOqKRZp/1YBEM",
-	"8sGTHm/fXLIA8gInfNNlaSMz4hqRGuxSUMVXPONOlrGxaRh3UC703GP/8Hz6+PhIWcP6qJaV+hPsuKGm",
-	"9MIMyCIPFa3lDTjx1ji/tHD559fCgsy92sBM8KRWqLpThcXnK0CtyM2aalq9/Jdi9rk2CwEyX1G9EN/C",
-	"HBWsdohqqDrQ/CWPbG41h/rXO7EwZWm2lF7yFGXKeJPXn+vYORpR8+oPU64ddgf8wi121dNsfCGuDb4P",
-	"EFBhaKk8UnCEE8sGcw2fZO7LXVC7vZR4Mtdz/YLWyE43j7Om2RhnQbNnoR9N0j0TX3HHleOHb95f9cIH",
-	"UvRHTrCsK8fFg0bcg051Z1wn4grf4blSnidtBKztFyOFr63ZOq6fUs55aWrLsZvKV3GWg6ocoYuc0mQA",
-	"BzKhAcnd6q7QRxMUKmlH5V5gcEnwNiKfd7qsmdAAXElnY4dkfVu7lRgNqkgqLsl6nFwiWbhaMabYMwQX",
-	"ZARyqcV17OmhKi0WQvq5Ds2+Cxag/uQJmfVyK3dObI29oZssf0wIuY41Fce8tzaO9R6J4Z0YZcca4dk4",
-	"8DRD7USWz/XnxZ0zsTcKIEbn08fjVBwMHeKN6Tid68MpwXBL7A+zidH5Y7p+MA8iRudnv6fFhiZ+xOjp",
-	"9AnDEGaz8Mp0TBTjJjAm7CNUmVP6/c+//yMbixuAyoUamYw5N5qNkIybhbhRaN17bQ6EIvYeyPbHHsZF",
-	"0O5up4Cs2CrE501lkBsZsfUsnZBz3Sk0NPuGfgQq945HUoF6yZyZTzryHwPWTMQ2ipvr7tijOJ8+ScXA",
-	"lJc4f4w3BmcVxPnZGVMRk0lwolQbEKb2ThUQLBCSIF6hUDk32luZ+1nQvRXI0q/+GpxpmOFA5amr8VwT",
-	"Bek5qm7gY2irpWaHPRNn0ymVMp9On0SDEMQzVhk5Swt+JEmTDVjHrmU6eTyZUielAi0rlcySJ5Pp5AlG",
-	"ZNKvKN7Ytw14bcnet2lFvCqSWfI1+N6kxt4M8Nl0+ovNVPb2OT5NatEadWGf9IKqZPbDhzQJ2endkySc",
-	"recrYxxZJOGt1K4ylnudcumooEbamHzATaKJ7JCrD+M7murfE/ww9M8N1VBO7pd5UyE9HxDIaNo/1nfW",
-	"k7l+j+yPXpdbhDwMqJxQ6zUUiopmbGabYXvRvhY9cicgRAkMg/hOOGM0qaMXJUjHQ88htOiM9POcFI9S",
-	"hao0NwB0DnMdZlrioP5KbjCZdRhc7R0D4BCb7Q8SC4r2cEpb+5/r4FmpwtWUV7Yr6ckBN+X7FZQFKesz",
-	"kZ0/nmbicFpYrEHqhg3X4LcQZxq49RAHcveOsMw1Wyb0O0uj4ciA8owKNz7nDi8mkO1D6PFrnXMLEqMM",
-	"nlQmMnYnlcV3obbP3XYrMIuvoOARJR+HEw508yVQBaN7SuhILbx95LRziug2vffpzrmWBzzdnia5/fAr",
-	"2oqmMTU0wdw0pgLHR5VxTl2Xu3CKqR3A7neeUNSotH3OkA4B0GB02jn+QK88vv+V3uAkvvT4AfvQ0P5t",
-	"mjx9CFD9sXF668n9bw1MO5NJbYzoO4wUDtp8waLJSMdgg/bygnHXmJLx7JnSEG0etaiXYYLsuEVtOdk3",
-	"qrNwTsmHJJkbCUrPdVTPlI+UUcKEEQYaPompkSCPvuYOYEiEtBFLWZHsaCOKmkUXJhxs8exM57QDNSxf",
-	"S+dPKHI+efV/sxD0c5Zcoe3QniaaOrkCT7vMtQonqxSVhIzWkHs3TmkEI9rIJtILmQOnEmxbaJx3FlKg",
-	"tQuBLELfVpIFGaM25UOwb7TZagz2VBHf5pthhYl4gdRq3YNYoO6LzvPhXhHeSEVGV+JtDPLirTC0Em8R",
-	"HZAD31y++S6CPGpSAi6h7M1KBi/ixpThctNclEoDRoKzdoozo9SFSB7F9sdaYaYfZyVHmKoOZ07jfVLT",
-	"SFIIzBYKcyEiw2yuI7IN17LAEUb0p3liQTqj58lMzJNSLQDTpHki/ibmCWcZwXGFa25V+8JsNf6d63nS",
-	"927hITqnMU9uM/HPv/9Hu3fKcoksptRxv3NeiBEjMdco/6H20ZEPzkglD7DHUojRML6g0aGAa1W71Umh",
-	"aEa5YBDw0lzTWHUnM5yJnAbccfGu0MfskAZUj4A6QRcfBycwqCsM8CEtzGhEXSF/C+UC6gFYU/s+i+KJ",
-	"oXqNyUIjW1u5Ix5nZ9PzLAQMiAPluwj4vpp6U7kLsnH7Ahmz8AGPzcbsl3DaxyZ29shmIQe1geJCeKo0",
-	"VXih4KHnTRuNNkdP2UK1ha2eAbtzWP1+b+/hkz8lsE5am3/H9Ht6bJAxyCW56rPp+aHPeBsY1xW9C0Gl",
-	"lD6r9kLTf1vff372+/sf3j/+8q+JGdo0rF/V/uEDim2/1PvDh9tervayrQHtBRpuoBZ1V5JGNYS7klrq",
-	"YB8q4V53kgdSMjHig8WyGKci4+GUcBF/4kVZluFKHLbg4cr4LztePKbKyfCB5ESWZZImoOv10HxMGu7H",
-	"TTrthrZH8dPnHip/eueZ8rP7j5QPJ8Vtgak9B8rTxeGkMnv6DKPw4c8UjI+dkOehiJ9pnn7mYdAHZCOM",
-	"/28ZxlCG8Vo531d8UuEU4/Imou9qPGt4X+FPgyJQe9a4Ac3/VtobYtezqDLdE/y744h0DvkfHMUfFq37",
-	"yNgeSv5NHg7lIfCnMRojOhQj7Q2VxdjsTsSrWL+9XzTaGbE7XUKYD/u1rUUzhjZc5eRK93+Zy/9Kxl11",
-	"dZgdFoXc7LLimffRtSyWNIxPnb97uReHS+/R6nfsHn/T6H9DjUbSNOpMYkE6/fmaHIeJ75GFS46QfpOF",
-	"f3dZQH4+UABiw6/L/v1wi4+Gh46vy00FmViZsnAi42bvLDQLM/piSjzMKPXOaJiIZ3oXOpXNV1XmOj5E",
-	"36zqTce4cC4/tpYeudiLxLRS5Ts+x+jmenT15vnlq+8+vv3+q9evLv/48e2b16+e//+Pl39+Pb5oD8SI",
-	"7Hz6JJuIZ2XZ3WQJvnvckT9fo2GuCwMu1OSax2PWxIH1SrrQWI0tW27g3sAuE9lP88602DxJxTxxoAug",
-	"YlLTfaJBwCxtJwQXpizawcCmM9wbDaRt6E3uz2iRver0W/+E+/P8i4UgCXIRjnpQTeYGdrQGfc0jfC+r",
-	"+fxUbGHRE5Hk3e+QXPQX6n0EIH4fJDs/O8uGCjVh2q+dr9zLEweLJXvY9fKRtfwUBxPPnj5N7xlU/HBg",
-	"t36R0GNvLvW2P8EWJkT3rN3ZL7/7sS/mXHUEfCtdO2SzMFYUUKoN2N2XTZ8eYu3azz6RCX7AG/tfx6EK",
-	"z9lDwDv8GMS/2JIHpgrZcI6+bdcdYo22vDHejTnvzy8dN+qxqy6b+b97xk//+fd/ZKngL4PxSFnnszSp",
-	"qLVX5Vxn7aBmJkZSrJWuPXQ+MpfGrwfCzoSWYff7I48cTw3u+KNI8TM7ND5KrRjuEsRqeu/TJWHriQgi",
-	"KqToVOARPxqrmetQzuYDts1n2poKvzLaDRmw53Swrzfce6Daj38x1e7tM1gEaZH775nWfA2+P5QXOIUe",
-	"sNprl8S2gxa9ucTQ/hsuW95TOv2At+0mup/alsksOaUee1jrp6NfJIrhQNMQn7Qui/qxhxU7KqBTg+Cw",
-	"7MrfL+MPd8Z+DA8WesPDNLA/StMUOgnboQJhM4hGI4WcI+6fLO3Oo7k0nEY4/FpG2IwjxyHUyGBRlBCj",
-	"mQOTFdZoLNbth9v/DAAA//8=",
+	"7H3rbhs51uCrELULRMKWZee2H0bGYJHOJD3pSXfyxe4NFq0gRVUdWRyXyGqSJVmTNTAPsc8wDzZPsjjn",
+	"kHWRSpYznc70B/S/WMUqHp77lfmU5GZVGQ3au2T6KamklSvwYOmvZwsP9i3+hH8V4HKrKq+MTqbJ5RJE",
+	"XltnrPBGWJCFkLh8KvwSRMaPMmEW9HdlYa1M7UQlryAVxgqpBaxB+wdOZKrIJjP9ZqW8h0KMjBWwqvx2",
+	"nNK7C4BCKMd7LKxZCeWdMGUBzgsLXioNhQDt7XYiEKxSebCyFJk2m4xeczNtdLkVm6X0Qlqr1uAYXNrB",
+	"ws81OH8e/nCV0Q7wDy1yXI2LRW50bsHHU09m+jn9wwlpQZhK/lzDVGhYgxXzWpUFnhKxi4/9ElaTmU7S",
+	"BG7kqiohmSbabJI0UYjMn2uw2yRNtFzhE4IsSROXL2ElEfd+W+ED563SV8ntbZq8Vivl76DNyjjPGHZM",
+	"IF9bLZQWRgNRYXJg8xI/3Nu8gIWsS59MH56dpcnC2JX0yTRR2j9+lKTJSt6oVb2ix2dpslI6/JlGsJX2",
+	"cAWW4H4vD4J9AbnRBYG7kcqLhWHyLJSNZxEbJIrGMygn5FqqUs5LEFvwYlQafSUqU5ZKX40nM30mpHYb",
+	"QAp5YXQOE/G/ZVkjNedmTUQRDuwa7AMnwinE6PGZcAGQ+VaEs4+RyDNdmg1YKBBC5VOhDTLgonZQMHGH",
+	"8IlHGUbnIDIj9s4GsHebJoFVvzGFApLRV3pubi6ghJyxiBKtPWiP/5RVVapc4pPTvzp+3ALy3y0skmny",
+	"305bHXDKT93pzmdp7z61Xii/BIvC6zIxIvETqnBjZPusrj56gz+vwW5ZNkVdId6kLoTSeVkXSl8Jv1RO",
+	"qGKMzIhHUxaKZOptDXxYFkU66DeyeMeHv+OQlTXzElb/4/MO+5bfGjrlZasekOOUXstSFWKUhX+dhIfZ",
+	"VEjRaE9camqP2s9KfQWIE2QWOdO6Xs3BEpZQjQUVqhw9R76+NLlTWijnalSGQZOerGSJzAJFhqyd3KbJ",
+	"S2PnqihAf218eHMNWqzklmAuDFNxlC0iQNl4ggB+azR8bdhafKKBQP0hNav9xpSwyXBkhZofNxINjAM/",
+	"0w3K4aZCfszGE/EOFuDzJXGvBeel9WyKMtLVf0RLE8hCkvO9tNfIyV9SGvGb78Ch6hg4/J/NRqykZmFD",
+	"i5UvkfOKlGDGc+amRmPQmj1eMWGgPVgtyxfWGvs1afZMi1rDTQU5mn7A7Um4GBxEPVK1QJKVwsIaZEmi",
+	"skTtsTKWwX8rt6WRxaUxr6W9+upMNzfFFlmuxM0Dz7XGRcg8h8qjhFQM54k35oQWB0m5ALtWOfyoG4v2",
+	"tY8QQM2lJj1FdlNosxGjzDFwJ3ULXTaeCrMGi4dBJeWNYeYzFeiZdt6CXDnivMYoO2E0awptCkDfTq2g",
+	"YDVphVvW3iNNC7PRk5l+B2gyWl4toJRbdF8yenJCrmmW4jdxX/wkm+AlyCK4r52Vx52NOSyMRV3v7Vbp",
+	"q32D1DXhd1vp2zS5NOZ7qbfBYLmvrgVlWYIVS4nnC6SJREES9UghRhnyIy46CYtQ7p6XxgFapHSmjWXE",
+	"HCXIb4kGP2pZ+6Wx6m93auJfRyOAtIgospTKiZVyTumrVDRmPBXBvKTCqSuMYDbKo4Ex5FZdw1YYO9Oy",
+	"vDJW+eWKzBVaKYdusGIF8+O710S9a9AnwSFh96BHg/fv3588qzGc8XhoGA4YAsj5EnkHfZbRu5fPxf/8",
+	"j6dn5J0djkUY15U1OTiH2uGF9spvvzbKVQGrynjQ+Zawh7hCz5zCiIjW6MqNss7yk5VyK+nzJWnj23hW",
+	"wt1zWcm5KpUP7nZ/3/fsWCgnCqhKs10hbcxigTGHVVdLjyoUsVdZU4GNH1mCtH4O0n8MkcYwRVB1IrBO",
+	"laBzIF0XxDiKihTNtzDWxP1xu115SBP81kdUwx9X8uZ+22Yok5lYGm1qDHrmW5F9++JSnK4fnqLPlA3v",
+	"RJuQAV/L8u6d4iqMzzZLlS+FWxrrT0IMJ/JSUfzqlqYuC7IiB/as3XKIOsAhShfqU0Zg1lhlDZtGN44o",
+	"AVBrNE3CbZTPl+POjnNjSpA6iYEYK6afePt0gKyH8H4ISx+arcz8r5B7PNufFFLjT9LLYSRmhfSSEi1S",
+	"FLR2n+HI9dt/vfEZ2RN0qGJWKMT4b1Ly9D2xMGXhhjFfHIRLwwbf5U8/cCL4PuTvUET/URJITQhcSA8n",
+	"iPl2o6hj0uQatgeYCJ/ENFPYs1DOK517Yc3GpfFXTiOM5qbWBXDIqTys6LOyKBR+U5ZvO4hjk7NHkfCD",
+	"tFZuSbbkZx1mh3mYNh2ctB8Mxw5YPswcL9ZRyZblm0Uy/eluRUrLXyooC5fcpp92eCVS9K4vdHgSaaM0",
+	"GVjQaI5/SphrOvAeODm9d/BwH3aV/LfW1BUUQ8x6LjILVSlzcJnQctVnX+WFqyuwDgpwxH8Nwvo7vNEQ",
+	"chWBn9iPeuAoRpyKrIO5LGWDHcQPgWcViacKflCh8OsrpaXnqGolqwoxgSJJpziE4HdmwzCmEZt3UiKu",
+	"VRgn3hlExpUBc4fWfs+P42ptvFoE630U5NtG+2x/4BQYEfo2TYyGe7Bn50N3L+wBeWxxF1HH1nYwhWx4",
+	"c3JlTgJ39mWn9+egdlrQM8F5MMo0MIMtpUspL0H5YuWdQCRNAoshE1tUXpQ4Rraip8RUO5qdo/wD+XlT",
+	"1iuNcZioK9RIMSlwLnRdluQZKe3AepeiQw8eOGiLctXTkXs6Gb/BsWpPUbJe7KDtxF2r6sRUrGBPKkN2",
+	"L6T50iS3ID0UQYPumXDdyVV0ZJ78u1xWHn0ThPN+duSwvbJm88C1KCtLs2GJJp/A1B7ESGrB6imUJgIs",
+	"rXXDJduZ/u7izQ9iLcsa41wpslZfZmKEpBQZi3WGz7XIiON6z0mU8TFGAUStTcQFA+MAQye2frrcMnN0",
+	"WRW968k7uQli8hkUuUJNO4wlesTRSetwnAs5p7CEnOyNclRcOMAeLS3UAbaNdSFOw53TSdEdVF5IFzJu",
+	"mbDgalT07GfHwFQ5fn1ywIk4ZuwHhIhFJvAHnjzwSBCiQbJo0/o7BzERLN2Xolo0w0dN/1+iOi6Lz0cH",
+	"o6Gp5625oDJi/cLaI2iSccq46Qrp18GEqe6FhzdVQh4JOw4HQpSCGF0LkLZUYKNPQZxmNHQ8CzFSnqNO",
+	"bUEW46korKmEX1L1CWaaEsZrBZuJeLYrLyS9RyXGx9TgQAKPTnbycy1LtVBQCFrLu+9r/a6CbyuSVT0v",
+	"VT4JgeS9ADKVyg/p09qjZmx3e+AErU+byh4HeMIbdNkrDMGF0X2YWmDudiYVupIMTho9S1MlEWcs/EH/",
+	"M+unjfHs2aAhN7sVm72jZl3fKBOjOWDI54TSyDWkxcepyHirTIwsLCy4JadvXuGjgJ1spkdEALds7U4n",
+	"ayI6aYzagcVXgxERo6u+bzwmqxFsCEe1jStLPwrnO+6AgNLBZgkWQvIoevI9vy/iq+M9Nt5pdD0/9Avc",
+	"vbf79OvLestRUTIP2WiBKoo+OcDOobqIBwxlkEnnNOzqJGnCygqhJ02VpPihHujN0rsl4NAhXgIUb+UV",
+	"DIcYFbovQxHGQOBOJvBY9wXanK5p1HDjKb0emjFU0TRiYGgZSumcQ5zppiWj0wrxoP1YrSOXNJaODoCW",
+	"dlX5rRhxnwWiXuqZNqGNI74vKaPrTLnmwvleJ0XguT0kcvPC/tlfcFOD0pTxUl4YW4BNY0cIxdHnAbbQ",
+	"LsDlolyuoOfRHrUQ+9H+jtYJMKaRUEPKg3y751R8oxabHoHZVnTc605updYOuLo70EfRhSJ8pHnjIBT3",
+	"yiLp6HxyqDLl8unBcmJIviA74HJ0DtCeznTIURNjD0QusmlYiPJJsOPJ6CzS5ku1hoE0Qso5E3evqmlA",
+	"PLmb9MbheGY3r0NNDMPdN13sh4M0UB3E/gvEz5dK0wT0FHclno6ab0T1L/oAkuwXfGAHk/FrLWBp75z3",
+	"SBI96wbZlKBRvmfzJi05vnbWrBXBgaRZYz+/aM7s8pjlH5FTGv0KL+doCApYqxzGk147Q2g92NNgBzMQ",
+	"hzoSAgSjs8agbIUskeJbsZSFUH48nGv+F6R+N9faOnxHZDVa7/5Zw0l6auR4IonEfkC/oJk+oI25vJO1",
+	"ee0bL0bU0TIm6xt8n9DWArqYfLawxbMEOA5igpvAXhV35MkXsnSwq9+PqtuVvHnFD5vGwfj3EaurCncM",
+	"3h+rS/OZAN9T3fOyI9sHy/Yrd8zdL5+6Q8V7JT87SLz9cJsmvVTrF1aZA72ru2m1lJo82qzaZEiDxqDk",
+	"S+vQZ03KsQ3POPX/9s0FFxZj/JERKT118E3C6ow7lELxeu+8z7R49/K5+MOTp/8hQl08tDvtRwP8+4Ey",
+	"9IbaY63RVwwdMUpw5znilmJZr6QeTI0p7bzU+UDE8kxYWIClCrQPvX4mz2tLP6WNErcUEhgNg99HnV8f",
+	"yLH8+fLyreAFIjcFDGt/r3w5CB7VjFP8wLwE4erVSrYVnIhS/N4gYPzDXlS/9L5y09PTQMsC1rFrwZ3O",
+	"6rOzx7kr6yv6F2TcOI4/dIpPYXk/m3HXZ/tdh0cTHvQ0oqVBcBqZZEhBvWWO7LTR3lciD8rhr5xyfmnK",
+	"thrRBBqchFbaG0rBhZRcRf0duapUyP+ulH4N+sovyaLcwxkO7/btVv8r+1bssNXqpMfu/MgOYTtwtBmt",
+	"gxXghqbD3lnA3UdVDNrg/pn36d5W0puFd9eE7rTbHWB6Ww+dq6kCfmFr869ku6kYdFIq56GI2X/KmNyn",
+	"LnM06z1gyobzbl/esMWq2kJIhp7KHJTR6SY10aiFBGboV6V+mUuVX4MfVMlKX5VwUjsQuYUCtFeSM3VD",
+	"vTj/y9OH/pjtWzxWhu7u2iC/Lpw3lRNzQC+Jm3s+pzDoDxzmstngXEjhILfgU1GqaxCS+/sm4gLQReMZ",
+	"k5QScfxGNjmuxXnbtHvSfdJRpJ3XVvntBXI7I4c79p7Vftn+9TIe9rv3l8k+wb97fyk2S+NANI2FaLUr",
+	"pXWbdG5mYnKjF+qq5nTrRGRwU4U8n9BGn1CKbaYzV89DkrmR6XFI+/FBz0WmnONXM1kXnBTMl5Bfx7Ri",
+	"3CrmikioqeeKjtXiES0oOxT3ZsHAH9yv3/hs/IETfuiytOEZMcdDDfaMkUCLZ9xXaGxs4Yw7KBc6p6OH",
+	"+OTs4eHBoIb0UWdW6i+w5fZGpRdmgBd5NGQlr8GJt8b5KwsX//laWJC5V2uYhj6DINZUjvL5ElAqcrOi",
+	"/Hgv+UvJkpk2CwEyX1JZAd/KkZGtdnjUUKKhKToevNtozrHMt2JhUDNSbpVn4UJTDLlkMx37+EbUSvjH",
+	"s4xCne6YVnjEftRZNj4Xc4PvA4SjMLRBN5H7GRMaMw03MvflNojdTj54MtMz/YK+kZ2uH2ZN62ec6Mue",
+	"he5g4u6p+Ib7X9m5++79Zc+3I0F/4ATzunKcOW/YPchUd1JxIi7xHZ4O5KnAhsHa7l3E8NyajUN5I3i1",
+	"vzC1Zcda5cvYkU8p/tDTm1IPN3uZoR2Ue4e7TB9VUCg7HuR7gZ4/wduwfN7pec2EBuCCNis7ROvb2i3F",
+	"aFBEUnFB2uPkAtHCqfoxBQbB8yMlkEst5rHDEkVpsRDSz3RovTxnBurPD5BaLzdy68TG2Gt6yPzHiJCr",
+	"WFBwTHtr43DmgQDLiVF2qC05GweaZiidSPKZ/rygYCp2GrPF6MnZw3Eq9kbH8MHZOJ3p/Vmv8EjsjiSJ",
+	"0ZOH9Pte574YPXn0B/rY0NyGGD09e8wwhAkb/OVsTBjjlty5uREjFJlT+vc///6PbCyuASoXCkQyZvBQ",
+	"bYTUnlkIblvpOQ4IRSxRku6Ppc7zIN3dXCRpsWUInpqcJeclYyOwdELOdCfD2+wbKhYo3FtOk1A3aKhS",
+	"TAZj9RjOu5nuDq+JJ2ePUzEwqyOePMQHg53j4smjR4xFjPTBiVKtQZjaO1VA0ECIgvgLxTG50d7K3E+D",
+	"7C1Bln75t2BMQ0c9Ck9djWeaMEjrKFeKy1BXS80GeyoenZ2RV/r07HFUCIE9Y4mNQ+hgR5I0WYN1bFrO",
+	"Jg8nZ9QUUoGWlUqmyePJ2eQxemTSL8nf2NUN+NsVW9+mKPuqSKbJt+B7ffM7k5yPzs6+2GRcb5/DM4EW",
+	"tVEX9knPqUqmP31Ik5A6uLuvn1Mp+dIYRxpJeCu1q4zlliN55aiSQdKYfMBNoorsoKsP4zuazd5h/DC6",
+	"zX1NoZbar3GmQnoe885oZjtmi1eTmX5P+algdbmTgEe6lBNqtYJCUQqe1WwzMi3a16JF7jiEyIFhnNoJ",
+	"Z4wmcfSiBOl4dDW4Fp3BbJ5a4cGWUJLl6rfOYabDhEEct17KNYhKOnSudoa52cVm/YPIgqK9YqAtfDc1",
+	"R8qXN7mvps2yqV0voSxIWJ+J7MnDs0zsz3yKFUjdkGEOfgOxFZHr7rEOunMRwUyzZkK7c2U0HBgznVJW",
+	"zefcCIIRW7sILX6tc25nQC+D500559iZNxU/hMI2N71Z4a5VVUHBAyM+9gTuyeZLoPRS966HA6F1u+S0",
+	"cxfEoQxyZ3XndoJ7rG7vBMAg9VfTFU1XxtAcatOVESg+qoxzal5uw10Ubd2733aBrEYx8ROGdAiA5kSn",
+	"nSF2euXh8Vd6Y2z40sN77EOj17dp8vQ+QPWHf+mtx8ffGphZJZXaKNF36Cns9bgEjSYjHoMO2okLxl1l",
+	"Ssqzp0qDt3lQo16EeZ7DGrWlZF+pTsOYiA9BMpcllZ7pKJ4pXwxCARN6GKj4JIZGgiz6ittfQiCkjbiS",
+	"FfGONqKomXVhws4Wt7B2ZtapW+e1dP6EPOeTV3/KgtPPUXKFukN7akTuxAqcc5ppFe7HUJSvM1pD7t04",
+	"pfauqCMbTy9EDhxKsG6hwctpCIFWLjiyCH2b5hekjNqQD8G+1maj0dlTRXybH4YvTMQLxFZrHsQCZV90",
+	"1odnRXgjFRn9Eh+jkxcfoVMpvYyPCA9Ige8u3vwQQR41IQGnUHYm14IVcWOKcLnDUJRKA3qC03amLqPQ",
+	"hVAe2fbnWmGkHyfXRhiqDkdO411UU2IwOGYLhbEQoWE60/GwDdWyznDJVHyaJRakM3qWTMUsKdUCMEya",
+	"JeL/ilnCUUYwXOE3t6x9YTYa/5zpWdK3bmERTdvPkttM/PPv/6/dO2W+RBJT6LjbNlaIER9ippH/Q+6j",
+	"wx8ckUoeNY6pEKNhfE6ZxHDWqnbLk0LRxGjBIOBPM01Drp3IcCpyGkXGj3eZPkaHNC54ANQJmvjYZYpO",
+	"XWGAr9rAiEbUFdK3UC4cPQBrat8nUbz3oV5hsNDw1kZuicbZo7MnWXAY8AwU7yLgu2LqTeXOScftMmSM",
+	"wgcsNiuzL2G0f3mOjHzfEIxxa3GbnkD/cCer0mivkWzTHF2UjCfi1ZU2tttdGF4JgneP/Nkd1yQdbune",
+	"YRULOag1FOfCU3atwh8KHrtdtx54c2kSA9kC01Pad8J03MPxcONPCayT1s7dMX+dHpqhCLJI7smjsyf7",
+	"dvJtYNauuJ0LSh/12XPHHf/N+jtPHv3h+OLdyxn+PX5SG3r2M/k/fUC27ae3f/pw24tPX7Z5rx3nyg3k",
+	"3+4KTMPE4OFAntpB9hXPTrmcO1AzMeIrsWQxTkXG3ajhR/wn/ijLMvwSO/u4/yX+lR0WeMoWDV+llciy",
+	"7HR67zbEpuF53GSwlPbpc69De3rnbWiPjl+GNpwIaJNq7Q1GbX8t2V/yEzHyGL5gb3zobjduK/uF6ukX",
+	"XmN0jwgstu7/HlXtR1WvlfNif6CjP+XelfjQWNoT+NPYXD39lFTGDUj+99JeE7meRZHp3j23PXyQzvV0",
+	"e5fIDbPWMTS212n9zg/7/BDo0yiNEc3vSnvNo8OkdifiVcxZH2eNtsv2TpMQOmx/bW3RNPIOZ3Y5u/8v",
+	"U/nfSbheazYbLAoz2GTF8YrRXBZXNEtJ1c6j1IvTJEek+h2bx98l+jco0YiaRpyJLUimP1+S4/TQEV64",
+	"iGM3v/PCb5sXkJ73ZIBY5OySf9fd4svJQpXb5aaCTCxNWbjYwTyNHcx012dsgpZ6azRMxDO9DdXZ5j7Q",
+	"mY6L6LblXkdQuJGlKac9cLH+imGlyrfcZedmenT55vnFqx8+vv3xm9evLv788e2b16+e/5+PF//5enze",
+	"TkyL7MnZ42winpVld5Mr8N2bGfjiVQ0zXRhwIQ/ZLI9RU3MlRygmxzI1F62vYZuJ7NOs0744S1IxSxzo",
+	"AiiB1lTcqDM1S9uW1YUpi7ZTtamG93pVaRt6k2tSWmSvOjXmv+D+3PNjIXCCXITZTspDXcOWvkH3UIab",
+	"npuLk2PZjlZElHdv0Dzvf6h3DV282TJ78uhRNpScCu2nbcPvTpw4mCzZOV0vHlnJm9gp++jp0/RI5+yH",
+	"Pb31RVyPnUbp237XXmhZ3tF2j7787ofueu3MSFCetWksWtDwVqnWYLdfN3y6j7ZrLywmFXyPN3bvdaUM",
+	"z6P7gLd/HeG/WZMHogrZUI5uZe92VUdd3ijvRp3387CHlXrsJJBNPvdIy+0///6PLBV8pzW30XUuVE1F",
+	"rb0qZzprm1MzMZJipXTtoXM9ehrvvYetCWXS7g2YDxx3Sm75Ot94QSy1zFL5iSsjMQHcuzwzbD0RgUWF",
+	"FJ2qA56PWolmOqTwldFpZ1yqqWooo92QAntONz/0Gpr3RPvhFxPt3j6DSZD2cP81w5pvwfcbEQOl0AJW",
+	"OyWiWGrRolc1CBWA4bTlkdTpB3xs19H81LZMpskp9RWEb326a0SW3IGmCWDSmiyqQe9n7CiBTgWC/bQr",
+	"j8rzfzkRa1DcTOkNNxDBbvtQk+ik0w4lCJvmO2qj5Bhx9yqJbg+eS8N4zP7FXmEz9hyHjkYKi7yE5k7I",
+	"XZUVvtForNsPt/8/AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

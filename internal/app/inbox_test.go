@@ -133,7 +133,10 @@ func TestPublishReadAndCountOverHTTP(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	require.JSONEq(t, `{"changed": 0, "counts": {"unread": 0, "unseen": 0}}`, string(body), "idempotent")
 	status, _ = call(t, "POST", b.base+"/v1/inbox/archive", alice, map[string]any{})
-	require.Equal(t, http.StatusBadRequest, status)
+	require.Equal(t, http.StatusBadRequest, status, "neither ids nor up_to")
+	status, _ = call(t, "POST", b.base+"/v1/inbox/archive", alice,
+		map[string]any{"ids": []string{page.Entries[0].ID}, "up_to": page.Entries[0].ID})
+	require.Equal(t, http.StatusBadRequest, status, "both ids and up_to (oneOf)")
 
 	// The other client hears of the read, with the new counts.
 	data, _ := waitFeed(t, b.base, other, cursor, "inbox")

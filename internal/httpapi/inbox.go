@@ -98,10 +98,16 @@ func (s endpoints) mark(ctx context.Context, action inbox.Action, body *api.Inbo
 	if body == nil {
 		return api.InboxMarkedJSONResponse{}, &requestError{errors.New("a body with ids or up_to is required")}
 	}
-	sel := inbox.Selection{UpTo: valueOr(body.UpTo, "")}
-	if body.Ids != nil {
-		sel.IDs = *body.Ids
+	// The validator admitted exactly one branch of the oneOf; the other decodes empty.
+	ids, err := body.AsInboxSelectIds()
+	if err != nil {
+		return api.InboxMarkedJSONResponse{}, &requestError{err}
 	}
+	upTo, err := body.AsInboxSelectUpTo()
+	if err != nil {
+		return api.InboxMarkedJSONResponse{}, &requestError{err}
+	}
+	sel := inbox.Selection{IDs: ids.Ids, UpTo: upTo.UpTo}
 	n, c, err := s.deps.Inbox.Mark(requestContext(ctx), sub, action, sel)
 	if err != nil {
 		return api.InboxMarkedJSONResponse{}, inboxError(err)
