@@ -127,10 +127,12 @@ $$;
 
 -- The transactional outbox for applications: call inside your own transaction; the message
 -- becomes visible to its recipients when (and only if) that transaction commits.
+-- The column list is outbox.Columns (internal/outbox), as every writer of the outbox spells it.
 CREATE FUNCTION tocsin.publish(recipients text[], topic text, data jsonb) RETURNS void
 LANGUAGE sql AS $$
-    INSERT INTO tocsin.outbox (recipient, topic, kind, data)
-    SELECT DISTINCT r, publish.topic, 'message', publish.data
+    INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
+    SELECT DISTINCT r, NULL::text, publish.topic, 'message', NULL::text, NULL::text, NULL::jsonb, publish.data,
+           NULL::jsonb, NULL::text[], NULL::text
     FROM unnest(publish.recipients) AS r
     WHERE r IS NOT NULL AND r <> ''
 $$;

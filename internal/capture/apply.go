@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tocsin/tocsin/internal/outbox"
 	"github.com/tocsin/tocsin/internal/routes"
 )
 
@@ -27,7 +28,7 @@ type applier struct {
 	relations map[uint32]*relation
 
 	tx      pgx.Tx // open Tocsin transaction, or nil
-	buf     []routes.OutboxRow
+	buf     []outbox.Row
 	txRows  int           // rows in tx, written or buffered
 	lastLSN pglogrepl.LSN // commit LSN to record with tx
 	commits []Applied     // source transactions in tx, for AppliedFunc
@@ -212,50 +213,12 @@ func (a *applier) flush(ctx context.Context) error {
 	if len(a.buf) == 0 {
 		return nil
 	}
-	n := len(a.buf)
-	cols := make([][]*string, 11)
-	for i := range cols {
-		cols[i] = make([]*string, n)
-	}
-	str := func(s string) *string { return &s }
-	raw := func(b json.RawMessage) *string {
-		if b == nil {
-			return nil
-		}
-		return str(string(b))
-	}
-	for i, r := range a.buf {
-		cols[0][i], cols[1][i], cols[2][i] = str(r.Recipient), str(r.Route), str(r.Topic)
-		cols[3][i], cols[4][i], cols[5][i] = str(string(r.Kind)), str(string(r.Op)), str(r.Table)
-		cols[6][i], cols[7][i], cols[8][i] = raw(r.Key), raw(r.Data), raw(r.Old)
-		if r.Changed != nil {
-			b, _ := json.Marshal(r.Changed)
-			cols[9][i] = str(string(b))
-		}
-		cols[10][i] = raw(r.GroupKey)
-	}
-	args := make([]any, len(cols))
-	for i := range cols {
-		args[i] = cols[i]
-	}
-	if _, err := a.tx.Exec(ctx, outboxInsertSQL, args...); err != nil {
-		return fmt.Errorf("writing %d outbox rows: %w", n, err)
+	if err := outbox.InsertTx(ctx, a.tx, a.buf); err != nil {
+		return err
 	}
 	a.buf = a.buf[:0]
 	return nil
 }
-
-// outboxInsertSQL writes rows in their given order (ids follow it, and the sequencer
-// numbers one commit's rows by id).
-const outboxInsertSQL = `
-INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
-SELECT u.recipient, u.route, u.topic, u.kind, u.op, u.table_name, u.key::jsonb, u.data::jsonb, u.old::jsonb,
-       CASE WHEN u.changed IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(u.changed::jsonb)) END,
-       u.group_key::jsonb::text
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::text[], $10::text[], $11::text[])
-     WITH ORDINALITY AS u(recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key, ord)
-ORDER BY u.ord`
 
 // commit flushes, records the last applied commit LSN and commits, then confirms.
 func (a *applier) commit(ctx context.Context) error {

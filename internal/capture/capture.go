@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/leader"
 )
 
 // Config configures a Consumer. Zero values take the defaults below.
@@ -111,43 +114,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.monitor(ctx)
 	}()
 	defer func() { <-done }()
-	for {
-		err := c.lead(ctx)
-		c.setLeader(false, false)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			c.log.Warn("capture stopped leading", slog.Any("error", err))
-		}
-		if !sleep(ctx, c.cfg.RetryInterval) {
-			return nil
-		}
-	}
+	return leader.New(c.pool, leader.Config{Role: "capture", Key: leaderLockKey,
+		StandbyInterval: c.cfg.StandbyInterval, RetryInterval: c.cfg.RetryInterval}, c.log).Run(ctx, c.lead)
 }
 
-// lead waits for leadership on a dedicated connection, then streams on it while at least
-// one replication route exists.
-func (c *Consumer) lead(ctx context.Context) error {
-	conn, err := c.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("acquiring the capture connection: %w", err)
-	}
-	// The connection carries a session lock: never hand it back to the pool.
-	defer func() { _ = conn.Hijack().Close(context.WithoutCancel(ctx)) }()
-	for {
-		var leader bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&leader); err != nil {
-			return fmt.Errorf("trying for capture leadership: %w", err)
-		}
-		if leader {
-			break
-		}
-		if !sleep(ctx, c.cfg.StandbyInterval) {
-			return nil
-		}
-	}
-	c.log.Info("capture is leader")
+// lead streams on conn, the connection that holds leadership, while at least one
+// replication route exists.
+func (c *Consumer) lead(ctx context.Context, conn *pgx.Conn) error {
+	defer c.setLeader(false, false)
 	c.setLeader(true, false)
 	idleLogged := false
 	for {
@@ -166,11 +140,11 @@ func (c *Consumer) lead(ctx context.Context) error {
 			continue
 		}
 		idleLogged = false
-		slot, err := c.ensureSlot(ctx, conn.Conn())
+		slot, err := c.ensureSlot(ctx, conn)
 		if err != nil {
 			return err
 		}
-		if err := c.stream(ctx, conn.Conn(), slot); err != nil {
+		if err := c.stream(ctx, conn, slot); err != nil {
 			return err
 		}
 		if ctx.Err() != nil {

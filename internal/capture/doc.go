@@ -1,7 +1,8 @@
 // Package capture is replication capture: it reads the changes of the tables that
 // `capture: replication` routes watch from the WAL, through a permanent logical
 // replication slot (pgoutput, protocol 2, streaming off), routes them in Go exactly as the
-// generated triggers route rows (routes.Router), and writes the outbox itself. Nothing is
+// generated triggers route rows (routes.Router), and writes the outbox itself
+// (outbox.InsertTx). Nothing is
 // added to the application's write path.
 //
 // `tocsin routes apply` owns the publication ("tocsin": tocsin.route, tocsin.setting and
@@ -10,8 +11,8 @@
 //
 // # Invariants
 //
-//   - One consumer streams at a time: leadership is a session advisory lock on the
-//     connection that writes the outbox (the slot itself admits one reader too). Standbys
+//   - One consumer streams at a time: leadership (internal/leader) is a session advisory
+//     lock on the connection that writes the outbox (the slot itself admits one reader too). Standbys
 //     retry every StandbyInterval and take over when the leader's connection dies.
 //   - No loss: the slot's confirmed position only moves past a source transaction once its
 //     outbox rows are committed (standby status updates carry the durable position, never

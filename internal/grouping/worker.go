@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/tocsin/tocsin/internal/outbox"
 )
 
 // Digest is the data of a feed entry of kind `digest`.
@@ -130,13 +132,12 @@ func writeDigest(ctx context.Context, tx pgx.Tx, a FlushArgs, pending []pendingR
 	if err != nil {
 		return fmt.Errorf("encoding the digest: %w", err)
 	}
-	var route *string
-	if a.Route != "" {
-		route = &a.Route
+	row := outbox.Row{Recipient: a.Recipient, Route: a.Route, Topic: last.topic, Kind: "digest", Data: body,
+		GroupKey: a.GroupKey}
+	if last.table != nil {
+		row.Table = *last.table
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO tocsin.outbox (recipient, route, topic, kind, table_name, data, group_key)
-		VALUES ($1, $2, $3, 'digest', $4, $5, $6)`, a.Recipient, route, last.topic, last.table, body, a.GroupKey)
-	if err != nil {
+	if err := outbox.InsertTx(ctx, tx, []outbox.Row{row}); err != nil {
 		return fmt.Errorf("writing the digest: %w", err)
 	}
 	return nil

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tocsin/tocsin/internal/feed"
+	"github.com/tocsin/tocsin/internal/outbox"
 )
 
 // Filter selects entries by state.
@@ -218,8 +219,7 @@ func (s *Store) Mark(ctx context.Context, recipient string, action Action, sel S
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO tocsin.outbox (recipient, topic, kind, data)
-			VALUES ($1, 'inbox', 'inbox', $2)`, recipient, data); err != nil {
+		if err := outbox.InsertTx(ctx, tx, []outbox.Row{{Recipient: recipient, Topic: "inbox", Kind: "inbox", Data: data}}); err != nil {
 			return err
 		}
 		c, err = counts(ctx, tx, recipient)

@@ -23,6 +23,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/outbox"
 )
 
 // Errors.
@@ -153,9 +155,14 @@ func (p *Publisher) Publish(ctx context.Context, sender string, privileged bool,
 		}
 		res = Result{MessageID: newID(), Recipients: recipients}
 		key, _ := json.Marshal(map[string]string{"message_id": res.MessageID, "sender": sender})
-		if _, err := tx.Exec(ctx, `INSERT INTO tocsin.outbox (recipient, topic, kind, key, data, group_key)
-			SELECT r, $2, 'message', $3, $4, $5 FROM unnest($1::text[]) r`,
-			recipients, m.Topic, key, m.Data, m.Group); err != nil {
+		rows := make([]outbox.Row, len(recipients))
+		for i, r := range recipients {
+			rows[i] = outbox.Row{Recipient: r, Topic: m.Topic, Kind: "message", Key: key, Data: m.Data}
+			if m.Group != nil {
+				rows[i].GroupKey = *m.Group
+			}
+		}
+		if err := outbox.InsertTx(ctx, tx, rows); err != nil {
 			return fmt.Errorf("writing the message: %w", err)
 		}
 		wrote = true

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tocsin/tocsin/internal/outbox"
 )
 
 // Value is one column value of a decoded row.
@@ -33,22 +35,6 @@ type Change struct {
 	Table Table
 	New   Row // insert and update
 	Old   Row // delete; update when the server sent old values (nil otherwise)
-}
-
-// OutboxRow is one tocsin.outbox row, field for field as a route's trigger writes it.
-type OutboxRow struct {
-	Recipient string
-	Route     string
-	Topic     string
-	Kind      Kind
-	Op        Op
-	Table     string
-	Key       json.RawMessage // nil is NULL
-	Data      json.RawMessage
-	Old       json.RawMessage
-	Changed   []string // nil is NULL
-	// GroupKey is the JSON array of the group-by values; the outbox stores its jsonb text.
-	GroupKey json.RawMessage
 }
 
 // Querier runs recipient queries; a pgx.Tx is one.
@@ -103,10 +89,11 @@ func (rt *Router) index() {
 // Routes reports whether any route watches table t.
 func (rt *Router) Routes(t Table) bool { return len(rt.byTable[t]) > 0 }
 
-// Route returns the outbox rows of change c, in the order the triggers would write them.
+// Route returns the outbox rows of change c, field for field and in the order the triggers
+// would write them.
 // q runs recipient queries.
-func (rt *Router) Route(ctx context.Context, q Querier, c *Change) ([]OutboxRow, error) {
-	var out []OutboxRow
+func (rt *Router) Route(ctx context.Context, q Querier, c *Change) ([]outbox.Row, error) {
+	var out []outbox.Row
 	for i := range rt.byTable[c.Table] {
 		rows, err := routeOne(ctx, q, &rt.byTable[c.Table][i], c)
 		if err != nil {
@@ -117,7 +104,7 @@ func (rt *Router) Route(ctx context.Context, q Querier, c *Change) ([]OutboxRow,
 	return out, nil
 }
 
-func routeOne(ctx context.Context, q Querier, s *Spec, c *Change) ([]OutboxRow, error) {
+func routeOne(ctx context.Context, q Querier, s *Spec, c *Change) ([]outbox.Row, error) {
 	if !slices.Contains(s.On, c.Op) {
 		return nil, nil
 	}
@@ -125,7 +112,7 @@ func routeOne(ctx context.Context, q Querier, s *Spec, c *Change) ([]OutboxRow, 
 	if c.Op == OpDelete {
 		row = c.Old
 	}
-	o := OutboxRow{Route: s.Name, Topic: s.Topic, Kind: s.Kind, Op: c.Op, Table: s.Schema + "." + s.Table,
+	o := outbox.Row{Route: s.Name, Topic: s.Topic, Kind: string(s.Kind), Op: string(c.Op), Table: s.Schema + "." + s.Table,
 		Key: rowObject(row, s.Key)}
 	if c.Op == OpUpdate {
 		if len(s.WhenChanged) > 0 && !slices.ContainsFunc(s.WhenChanged, c.distinct) {
@@ -162,13 +149,13 @@ func routeOne(ctx context.Context, q Querier, s *Spec, c *Change) ([]OutboxRow, 
 		}
 	}
 	if s.Group != nil {
-		o.GroupKey = rowArray(row, s.Group.By)
+		o.GroupBy = rowArray(row, s.Group.By)
 	}
 	recipients, err := recipientsOf(ctx, q, s, c, row)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]OutboxRow, 0, len(recipients))
+	out := make([]outbox.Row, 0, len(recipients))
 	for _, r := range recipients {
 		o.Recipient = r
 		out = append(out, o)

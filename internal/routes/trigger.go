@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tocsin/tocsin/internal/outbox"
 )
 
 // The generated SQL of one route. The trigger function is plain, static plpgsql: no
@@ -120,13 +122,13 @@ func outboxInsert(r *Route, pk []string, op Op) string {
 		// NULL recipient writes nothing, as below.
 		recipient := fmt.Sprintf("%s.%s::text", row, ident(c))
 		return fmt.Sprintf(`IF %s <> '' THEN
-    INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
+    INSERT INTO tocsin.outbox (%s)
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
 END IF;`,
-			recipient, recipient, literal(r.Name), literal(r.Topic), literal(string(r.Kind)), literal(string(op)),
+			recipient, outbox.Columns, recipient, literal(r.Name), literal(r.Topic), literal(string(r.Kind)), literal(string(op)),
 			literal(r.Table.String()), jsonObject(row, pk), data, old, changed, group)
 	}
-	return fmt.Sprintf(`INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
+	return fmt.Sprintf(`INSERT INTO tocsin.outbox (%s)
 SELECT v.r, %s, %s, %s, %s, %s,
        %s,
        %s,
@@ -135,7 +137,7 @@ SELECT v.r, %s, %s, %s, %s, %s,
        %s
 FROM %s AS v(r)
 WHERE v.r <> '';`,
-		literal(r.Name), literal(r.Topic), literal(string(r.Kind)), literal(string(op)), literal(r.Table.String()),
+		outbox.Columns, literal(r.Name), literal(r.Topic), literal(string(r.Kind)), literal(string(op)), literal(r.Table.String()),
 		jsonObject(row, pk),
 		data, old, changed, group,
 		recipientSource(r, row, op))

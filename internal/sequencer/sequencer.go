@@ -2,9 +2,9 @@
 // they became visible, and rings the doorbell once per batch.
 //
 // Invariants:
-//   - One sequencer at a time. Leadership is a session advisory lock held on the same
-//     connection that runs the batches; if that connection dies, the lock goes with it and
-//     a standby takes over. Even two would-be leaders cannot interleave: every batch locks
+//   - One sequencer at a time. Leadership (internal/leader) is a session advisory lock held
+//     on the same connection that runs the batches; if that connection dies, the lock goes
+//     with it and a standby takes over. Even two would-be leaders cannot interleave: every batch locks
 //     tocsin.feed_state first, so positions are handed out by one transaction at a time.
 //   - A batch only ever reads committed rows and moves them atomically (delete from the
 //     outbox, insert into the feed, advance the head, NOTIFY), so a crash at any moment
@@ -27,6 +27,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/leader"
 )
 
 // Config configures a Sequencer. Zero values take the defaults below.
@@ -137,52 +139,17 @@ func (s *Sequencer) Wake() {
 
 // Run takes part in leader election and, while leader, sequences until ctx ends.
 func (s *Sequencer) Run(ctx context.Context) error {
-	for {
-		err := s.lead(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			s.log.Warn("sequencer stopped leading", slog.Any("error", err))
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(s.cfg.RetryInterval):
-		}
-	}
+	return leader.New(s.pool, leader.Config{Role: "sequencer", Key: leaderLockKey,
+		StandbyInterval: s.cfg.StandbyInterval, RetryInterval: s.cfg.RetryInterval}, s.log).Run(ctx, s.lead)
 }
 
-// lead waits for leadership on a dedicated connection and then sequences on it.
-func (s *Sequencer) lead(ctx context.Context) error {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("acquiring the sequencer connection: %w", err)
-	}
-	// The connection carries a session lock: never hand it back to the pool.
-	defer func() { _ = conn.Hijack().Close(context.WithoutCancel(ctx)) }()
-
-	for {
-		var leader bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&leader); err != nil {
-			return fmt.Errorf("trying for sequencer leadership: %w", err)
-		}
-		if leader {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(s.cfg.StandbyInterval):
-		}
-	}
-	s.log.Info("sequencer is leader")
-
+// lead sequences on conn, the connection that holds leadership, until ctx ends.
+func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
 	timeoutMs, intervalMs := s.cfg.WaitTimeout.Milliseconds(), s.cfg.PollInterval.Milliseconds()
 	pending := true
 	for {
 		if pending {
-			if err := s.drain(ctx, conn.Conn()); err != nil {
+			if err := s.drain(ctx, conn); err != nil {
 				return err
 			}
 		}

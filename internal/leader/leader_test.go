@@ -1,0 +1,182 @@
+package leader_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tocsin/tocsin/internal/leader"
+	"github.com/tocsin/tocsin/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const testKey int64 = 0x746573742d6c6561
+
+var (
+	keyHi = uint32(uint64(testKey) >> 32)
+	keyLo = uint32(uint64(testKey) & 0xffffffff)
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func cfg() leader.Config {
+	return leader.Config{Role: "test", Key: testKey, StandbyInterval: 5 * time.Millisecond, RetryInterval: 5 * time.Millisecond}
+}
+
+// leading is a LeadFunc that reports its backend pid, then holds leadership until ctx ends
+// or its connection fails (a query every few milliseconds, as a real leader's work).
+func leading(pids chan<- uint32, running *atomic.Int32, overlap *atomic.Bool) leader.LeadFunc {
+	return func(ctx context.Context, conn *pgx.Conn) error {
+		if running.Add(1) > 1 {
+			overlap.Store(true)
+		}
+		defer running.Add(-1)
+		pids <- conn.PgConn().PID()
+		for {
+			if _, err := conn.Exec(ctx, `SELECT pg_sleep(0.005)`); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+}
+
+// Three electors, one key: one leads at a time; when the leader's session is terminated
+// its lock goes with it and a standby takes over; again and again.
+func TestOneLeaderAtATimeAndTakeoverWhenTheSessionDies(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	pids := make(chan uint32, 16)
+	var running atomic.Int32
+	var overlap atomic.Bool
+	done := make(chan error, 3)
+	for range 3 {
+		e := leader.New(db.Pool, cfg(), quiet)
+		go func() { done <- e.Run(ctx, leading(pids, &running, &overlap)) }()
+	}
+	seen := map[uint32]bool{}
+	for range 4 {
+		var pid uint32
+		select {
+		case pid = <-pids:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no leader took over")
+		}
+		require.False(t, seen[pid], "a new session leads")
+		seen[pid] = true
+		var holder uint32
+		require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT pid FROM pg_locks
+			WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2
+			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+			keyHi, keyLo).Scan(&holder))
+		require.Equal(t, pid, holder, "the leader's own session holds the lock")
+		var ok bool
+		require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok))
+		require.True(t, ok)
+	}
+	cancel()
+	for range 3 {
+		require.NoError(t, <-done, "Run returns nil when its context ends")
+	}
+	require.False(t, overlap.Load(), "two LeadFuncs ran at once")
+	require.Zero(t, running.Load())
+}
+
+// A LeadFunc that gives up releases the lock at once: the standby leads next, and the
+// elector that gave up tries again.
+func TestLeadFuncErrorReleasesTheLockAndRetries(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	turns := make(chan uint32, 8)
+	e := leader.New(db.Pool, cfg(), quiet)
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- e.Run(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			turns <- conn.PgConn().PID()
+			if calls.Add(1) < 3 {
+				return errors.New("giving up")
+			}
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	var pids []uint32
+	for range 3 {
+		select {
+		case pid := <-turns:
+			pids = append(pids, pid)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no retry")
+		}
+	}
+	require.NotEqual(t, pids[0], pids[1], "each turn leads on a fresh connection")
+	cancel()
+	require.NoError(t, <-runDone)
+	var held int
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks
+		WHERE locktype = 'advisory' AND classid = $1 AND objid = $2
+		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+		keyHi, keyLo).Scan(&held))
+	require.Zero(t, held, "no lock outlives its LeadFunc")
+}
+
+// A standby whose context ends while another session holds the lock returns nil without
+// ever running its LeadFunc.
+func TestLeadReturnsWhenContextEndsWhileStandby(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	holder, err := db.Pool.Acquire(context.Background())
+	require.NoError(t, err)
+	defer holder.Release()
+	_, err = holder.Exec(context.Background(), `SELECT pg_advisory_lock($1)`, testKey)
+	require.NoError(t, err)
+	defer func() { _, _ = holder.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, testKey) }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	tried := make(chan struct{})
+	go func() {
+		// The standby has tried at least once when its backend shows up in pg_stat_activity
+		// having run the lock query.
+		for {
+			var n int
+			_ = db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND query LIKE '%pg_try_advisory_lock%'
+				  AND pid <> pg_backend_pid()`).Scan(&n)
+			if n > 0 {
+				close(tried)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	ran := false
+	res := make(chan error, 1)
+	go func() {
+		res <- leader.New(db.Pool, cfg(), quiet).Lead(ctx, func(context.Context, *pgx.Conn) error {
+			ran = true
+			return nil
+		})
+	}()
+	select {
+	case <-tried:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the standby never tried")
+	}
+	cancel()
+	require.NoError(t, <-res)
+	require.False(t, ran)
+}
