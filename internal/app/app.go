@@ -159,7 +159,8 @@ func (n *Node) build(ctx context.Context) error {
 			MaxStreamsPerRecipient: n.cfg.MaxStreamsPerRecipient,
 			MaxConnections:         n.cfg.MaxConnections,
 			CORSOrigins:            origins,
-			MaxMessageBytes:        int64(n.cfg.MaxMessageBytes)},
+			MaxMessageBytes:        int64(n.cfg.MaxMessageBytes),
+			BodyReadTimeout:        n.cfg.BodyReadTimeout},
 			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool, n.Capture},
 				FollowFunc: func(ctx context.Context, recipient, after string, buffer int) (httpapi.Follower, error) {
 					f, err := n.Hub.Follow(ctx, recipient, after, buffer)

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -48,6 +49,7 @@ func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryE
 
 type bundle struct {
 	db      *pgtest.DB
+	logs    *syncBuffer // the node's WARN and ERROR logs
 	base    string
 	queries *queryCounter
 	node    *app.Node
@@ -73,7 +75,8 @@ func startNode(t *testing.T, db *pgtest.DB, args ...string) *bundle {
 		"--long-poll-max", "20s", "--fallback-interval", "200ms"}, args...))
 	require.NoError(t, err)
 	q := &queryCounter{}
-	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+	logs := &syncBuffer{}
+	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		app.Options{PoolConfigFunc: func(c *pgxpool.Config) { c.ConnConfig.Tracer = q }})
 	require.NoError(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -87,7 +90,7 @@ func startNode(t *testing.T, db *pgtest.DB, args ...string) *bundle {
 		})
 	}
 	t.Cleanup(stop)
-	return &bundle{db: db, base: "http://" + node.Addr(), queries: q, node: node, stop: stop}
+	return &bundle{db: db, logs: logs, base: "http://" + node.Addr(), queries: q, node: node, stop: stop}
 }
 
 func token(t *testing.T, sub string) string {
@@ -256,4 +259,22 @@ func parkAndPublish(t *testing.T, nodes []*bundle, clients int) {
 	}
 	a, _ = reads()
 	require.Equal(t, parkedAfter, a, "woken long polls re-read the feed")
+}
+
+// syncBuffer is a log sink safe for the node's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -30,12 +30,12 @@ func (n *Node) instrument() {
 			})
 	}
 	m.OutboxBacklog(n.pool)
-	m.Gauge("tocsin_long_polls_parked", "Long polls waiting on this node's hub.", func() float64 {
-		return float64(n.Hub.Waiting())
-	})
 	if n.API == nil {
 		return
 	}
+	m.Gauge("tocsin_long_polls_parked", "Long polls in flight on this node (streams are counted apart).", func() float64 {
+		return float64(n.API.Stats().LongPolls)
+	})
 	streams := n.API.StreamCounters()
 	m.Gauge("tocsin_streams_open", "Open Server-Sent Events streams on this node.", func() float64 {
 		return float64(streams.Open())

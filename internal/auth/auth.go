@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -109,6 +110,10 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	}
 	if tc.Subject == "" {
 		return Claims{}, fmt.Errorf("%w: sub is missing", ErrTokenInvalid)
+	}
+	if strings.ContainsRune(tc.Subject, 0) || !utf8.ValidString(tc.Subject) {
+		// No recipient can be named so: the database cannot store it.
+		return Claims{}, fmt.Errorf("%w: sub holds a NUL character or invalid UTF-8", ErrTokenInvalid)
 	}
 	return Claims{Subject: tc.Subject, Scopes: tc.Scope, ExpiresAt: tc.ExpiresAt.Time}, nil
 }

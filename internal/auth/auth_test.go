@@ -170,6 +170,14 @@ func TestVerify(t *testing.T) {
 		requireInvalid(t, b.verifier, sign(t, jwt.SigningMethodHS256, testSecret, c), "sub is missing")
 	})
 
+	t.Run("SubWithNUL", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{})
+		c := validClaims()
+		c["sub"] = "user:\x001"
+		requireInvalid(t, b.verifier, sign(t, jwt.SigningMethodHS256, testSecret, c), "NUL")
+	})
+
 	t.Run("Garbage", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, Config{})

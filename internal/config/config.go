@@ -51,6 +51,7 @@ type Config struct {
 	MessageGroupMax    int
 	GroupTick          time.Duration
 	MaxMessageBytes    int
+	BodyReadTimeout    time.Duration
 	MaxRecipients      int
 	PublishPolicySQL   string
 	IdempotencyTTL     time.Duration
@@ -112,7 +113,7 @@ func settings() []setting {
 		{"sse-write-timeout", "TOCSIN_SSE_WRITE_TIMEOUT", "10s", "deadline of each stream write; a stalled client is cut off", dur(func(c *Config) *time.Duration { return &c.SSEWriteTimeout })},
 		{"sse-buffer", "TOCSIN_SSE_BUFFER", "4096", "live events queued per stream; a client further behind is disconnected", num(func(c *Config) *int { return &c.SSEBuffer })},
 		{"stream-ticket-ttl", "TOCSIN_STREAM_TICKET_TTL", "60s", "lifetime of a single-use stream ticket", dur(func(c *Config) *time.Duration { return &c.StreamTicketTTL })},
-		{"max-streams-per-recipient", "TOCSIN_MAX_STREAMS_PER_RECIPIENT", "8", "open streams per recipient per node (429 beyond)", num(func(c *Config) *int { return &c.MaxStreamsPerRecipient })},
+		{"max-streams-per-recipient", "TOCSIN_MAX_STREAMS_PER_RECIPIENT", "8", "open streams plus long polls per recipient per node (429 beyond)", num(func(c *Config) *int { return &c.MaxStreamsPerRecipient })},
 		{"max-connections", "TOCSIN_MAX_CONNECTIONS", "0", "open streams plus long polls per node (503 beyond); 0 = 80% of the open-files limit", num(func(c *Config) *int { return &c.MaxConnections })},
 		{"cors-origins", "TOCSIN_CORS_ORIGINS", "", "comma list of exact origins allowed to call the API from a browser", str(func(c *Config) *string { return &c.CORSOrigins })},
 		{"drain-window", "TOCSIN_DRAIN_WINDOW", "5s", "on shutdown, streams end at random moments within this window", dur(func(c *Config) *time.Duration { return &c.DrainWindow })},
@@ -129,6 +130,7 @@ func settings() []setting {
 		{"message-group-max", "TOCSIN_MESSAGE_GROUP_MAX", "50", "messages of a group that close its window early", num(func(c *Config) *int { return &c.MessageGroupMax })},
 		{"group-tick", "TOCSIN_GROUP_TICK", "100ms", "how often due digests are promoted and the digest queue polls (bounds window end to delivery)", dur(func(c *Config) *time.Duration { return &c.GroupTick })},
 		{"max-message-bytes", "TOCSIN_MAX_MESSAGE_BYTES", "65536", "largest request body, e.g. of POST /v1/messages (413 beyond)", num(func(c *Config) *int { return &c.MaxMessageBytes })},
+		{"body-read-timeout", "TOCSIN_BODY_READ_TIMEOUT", "10s", "time a request body may take to arrive (400 and the connection closed beyond)", dur(func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 		{"max-recipients", "TOCSIN_MAX_RECIPIENTS", "1000", "most recipients of one published message (400 beyond)", num(func(c *Config) *int { return &c.MaxRecipients })},
 		{"publish-policy-sql", "TOCSIN_PUBLISH_POLICY_SQL", "", "query (one boolean; :sender, :recipient) allowing user-to-user messages without the tocsin:publish scope", str(func(c *Config) *string { return &c.PublishPolicySQL })},
 		{"idempotency-ttl", "TOCSIN_IDEMPOTENCY_TTL", "24h", "how long Idempotency-Key answers are kept", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},

@@ -27,7 +27,8 @@ func (c Cursor) String() string { return c.Epoch + "-" + strconv.FormatInt(c.Pos
 // ParseCursor parses a cursor string made by Cursor.String.
 func ParseCursor(s string) (Cursor, error) {
 	epoch, pos, ok := strings.Cut(s, "-")
-	if !ok || !validEpoch(epoch) || pos == "" || len(pos) > 19 {
+	// One spelling per position: no sign, no leading zero (Cursor.String writes neither).
+	if !ok || !validEpoch(epoch) || pos == "" || len(pos) > 19 || (len(pos) > 1 && pos[0] == '0') {
 		return Cursor{}, fmt.Errorf("%w: %q", ErrCursorMalformed, truncate(s))
 	}
 	for _, r := range pos {

@@ -11,7 +11,7 @@ import (
 
 const (
 	corsAllowMethods  = "GET, POST"
-	corsAllowHeaders  = "Authorization, Content-Type, Last-Event-ID"
+	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
 	corsExposeHeaders = "Retry-After, WWW-Authenticate"
 	corsMaxAge        = "600"
 )

@@ -34,14 +34,16 @@ func (s endpoints) GetFeed(ctx context.Context, req api.GetFeedRequestObject) (a
 	wait := min(time.Duration(valueOr(req.Params.Wait, defaultWait))*time.Second, s.cfg.LongPollMax)
 
 	if wait > 0 {
-		// A parked long poll holds a connection: it counts against the node's limit.
-		release, err := s.limits.admit()
+		// A parked long poll holds a connection: it counts against the node's limit and
+		// its recipient's, like a stream.
+		release, err := s.limits.admitHeld(claims.Subject)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
 		s.polls.Add(1)
 		defer s.polls.Add(-1)
+		s.liftReadDeadline(ctx)
 		s.extendWriteDeadline(ctx, wait+s.cfg.WriteTimeout)
 	}
 	// On shutdown the feed answers parked polls at once (Feed.EndWaits): an empty page.

@@ -1,15 +1,10 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/tocsin/tocsin/api"
 	"github.com/tocsin/tocsin/internal/publish"
@@ -53,9 +48,13 @@ func (s endpoints) PublishMessage(ctx context.Context, req api.PublishMessageReq
 	if req.Body == nil {
 		return nil, &requestError{errors.New("a body is required")}
 	}
+	key := valueOr(req.Params.IdempotencyKey, "")
+	if err := checkText("Idempotency-Key", key); err != nil {
+		return nil, err
+	}
 	m := publish.Message{Recipients: req.Body.Recipients, Topic: req.Body.Topic, Data: req.Body.Data, Group: req.Body.Group}
 	res, err := s.deps.Publisher.Publish(requestContext(ctx), claims.Subject, slices.Contains(claims.Scopes, ScopePublish),
-		valueOr(req.Params.IdempotencyKey, ""), m)
+		key, m)
 	switch {
 	case errors.Is(err, publish.ErrInvalid):
 		return nil, &requestError{err}
@@ -65,25 +64,4 @@ func (s endpoints) PublishMessage(ctx context.Context, req api.PublishMessageReq
 		return nil, err
 	}
 	return api.PublishMessage202JSONResponse{MessageId: res.MessageID, Recipients: res.Recipients}, nil
-}
-
-// limitBody reads the request body up to Config.MaxMessageBytes, answering 413 beyond,
-// before the validator or a handler sees it.
-func (s *Server) limitBody(c *gin.Context) {
-	if c.Request.Body == nil || c.Request.Body == http.NoBody {
-		c.Next()
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxMessageBytes))
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		s.writeProblem(c, fmt.Errorf("%w: more than %d bytes", errTooLarge, s.cfg.MaxMessageBytes))
-		return
-	case err != nil:
-		s.writeProblem(c, &requestError{fmt.Errorf("reading the body: %w", err)})
-		return
-	}
-	c.Request.Body = io.NopCloser(bytes.NewReader(body))
-	c.Next()
 }

@@ -49,7 +49,16 @@ func (s *Server) authenticate(c *gin.Context) {
 		s.writeProblem(c, fmt.Errorf("%w: query parameter %q carries a token; tokens are only accepted in the Authorization header", auth.ErrTokenInvalid, name))
 		return
 	}
+	if len(c.Request.Header.Values("Authorization")) > 1 {
+		s.writeProblem(c, fmt.Errorf("%w: more than one Authorization header", auth.ErrTokenInvalid))
+		return
+	}
 	header := c.Request.Header.Get("Authorization")
+	if header != "" && query.Has("ticket") {
+		// Refused before either is used: the ticket stays valid for its rightful use.
+		s.writeProblem(c, &requestError{errors.New("send either a bearer token or a ticket, not both")})
+		return
+	}
 	var (
 		claims auth.Claims
 		err    error

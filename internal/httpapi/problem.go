@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"syscall"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gin-gonic/gin"
 
@@ -20,8 +25,8 @@ const problemTypeBase = "https://tocsin.dev/problems/"
 // retryAfterSeconds is the Retry-After of a 503: clients may come back at once, to any node.
 const retryAfterSeconds = "1"
 
-// retryAfterStreamsSeconds is the Retry-After of a 429: a stream of the same recipient
-// must end first, which takes a while.
+// retryAfterStreamsSeconds is the Retry-After of a 429: a stream or long poll of the same
+// recipient must end first, which takes a while.
 const retryAfterStreamsSeconds = "10"
 
 var (
@@ -59,6 +64,11 @@ func (s *Server) writeProblem(c *gin.Context, err error) {
 		return
 	}
 	h := c.Writer.Header()
+	if bodyUnread(c) {
+		// net/http would otherwise read the unread body before answering, for as long
+		// as the client takes to send it.
+		h.Set("Connection", "close")
+	}
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
 	switch p.Status {
@@ -90,7 +100,7 @@ func problemFor(err error) (api.Problem, slog.Level) {
 			"events after this cursor are no longer retained or the feed was reset; refetch and restart with after=now"), slog.LevelDebug
 	case errors.Is(err, errTooManyStreams):
 		return newProblem(http.StatusTooManyRequests, "too-many-streams", "Too many streams",
-			"this recipient has as many streams open on this node as allowed; close one or retry later"), slog.LevelDebug
+			"this recipient holds as many streams and long polls on this node as allowed; close one or retry later"), slog.LevelDebug
 	case errors.Is(err, errForbidden):
 		return newProblem(http.StatusForbidden, "forbidden", "Forbidden", err.Error()), slog.LevelDebug
 	case errors.Is(err, errTooLarge):
@@ -105,8 +115,11 @@ func problemFor(err error) (api.Problem, slog.Level) {
 	case errors.Is(err, context.Canceled):
 		// The client went away, or the server is shutting down; the answer is a formality.
 		return unavailable(), slog.LevelDebug
-	case errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+	case errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded), isTimeout(err), databaseUnavailable(err):
 		return unavailable(), slog.LevelWarn
+	case unstorableText(err):
+		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request",
+			"the request holds text the database cannot store (NUL or invalid UTF-8)"), slog.LevelDebug
 	default:
 		return newProblem(http.StatusInternalServerError, "internal", "Internal error",
 			"the server failed to answer; the error was logged"), slog.LevelError
@@ -127,4 +140,31 @@ func newProblem(status int, slug, title, detail string) api.Problem {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
+}
+
+// databaseUnavailable reports an error of a database that is down, restarting or refusing
+// connections: the request may succeed later, so it is a 503, not a 500.
+func databaseUnavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == pgerrcode.CannotConnectNow, pgErr.Code == pgerrcode.AdminShutdown,
+			pgErr.Code == pgerrcode.CrashShutdown, pgErr.Code == pgerrcode.TooManyConnections,
+			pgerrcode.IsConnectionException(pgErr.Code):
+			return true
+		}
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// unstorableText reports PostgreSQL refusing a value's characters (a NUL in text, bytes
+// that are not UTF-8): input no check above caught, still the client's fault.
+func unstorableText(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		(pgErr.Code == pgerrcode.CharacterNotInRepertoire || pgErr.Code == pgerrcode.UntranslatableCharacter)
 }

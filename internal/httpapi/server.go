@@ -136,6 +136,10 @@ type Config struct {
 	CORSOrigins []string
 	// MaxMessageBytes limits request bodies (413 beyond). Default DefaultMaxMessageBytes.
 	MaxMessageBytes int64
+	// BodyReadTimeout bounds the arrival of a request's body, counted from the end of its
+	// headers; a slower client gets 400 and its connection is closed. Default
+	// DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
 }
 
 // Deps are the services the API serves from.
@@ -209,6 +213,9 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
+	}
 	s := &Server{cfg: cfg, deps: deps, logger: cfg.Logger,
 		limits: newLimits(cfg.MaxStreamsPerRecipient, cfg.MaxConnections), origins: map[string]bool{}}
 	for _, o := range cfg.CORSOrigins {
@@ -257,7 +264,7 @@ func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.ContextWithFallback = true // strict handlers get *gin.Context as their context.Context
 	_ = e.SetTrustedProxies(nil)
-	e.Use(s.recoverPanic, s.logRequest)
+	e.Use(s.guardConnection, s.recoverPanic, s.logRequest)
 	if len(s.origins) > 0 {
 		e.Use(s.cors) // before routing: preflights match no route
 	}

@@ -135,6 +135,8 @@ type testOpts struct {
 	readiness Readiness
 	// httpServer serves through Server.HTTPServer instead of httptest.NewServer.
 	httpServer bool
+	// deps are further dependencies (Publisher, Inbox…); Feed and Readiness come from above.
+	deps Deps
 }
 
 func setup(t *testing.T, opts testOpts) *testBundle {
@@ -157,7 +159,9 @@ func setup(t *testing.T, opts testOpts) *testBundle {
 	cfg := opts.cfg
 	cfg.Verifier = verifier
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s := New(cfg, Deps{Feed: ff, Readiness: opts.readiness})
+	deps := opts.deps
+	deps.Feed, deps.Readiness = ff, opts.readiness
+	s := New(cfg, deps)
 
 	var baseURL string
 	if opts.httpServer {

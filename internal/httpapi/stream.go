@@ -29,10 +29,11 @@ func (s endpoints) StreamFeed(ctx context.Context, req api.StreamFeedRequestObje
 	if s.draining() {
 		return nil, errShuttingDown
 	}
-	release, err := s.limits.admitStream(claims.Subject)
+	release, err := s.limits.admitHeld(claims.Subject)
 	if err != nil {
 		return nil, err
 	}
+	s.liftReadDeadline(ctx)
 	after := valueOr(req.Params.After, "")
 	if id := valueOr(req.Params.LastEventID, ""); id != "" {
 		after = id

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -68,6 +69,10 @@ func check(ctx context.Context, tx pgx.Tx, f *File) (map[Table]*tableInfo, error
 			continue
 		case r.Table.Schema == "tocsin":
 			fail("table", "%q is one of Tocsin's own tables", r.Table)
+			continue
+		case systemSchema(r.Table.Schema):
+			// Apply could not create its trigger there (a system catalog); say so now.
+			fail("table", "%q is a system catalog", r.Table)
 			continue
 		case len(t.pk) == 0 && r.Capture == CaptureReplication:
 			fail("table", "table %q has no primary key (entries carry the row's key) and so no replica "+
@@ -241,4 +246,9 @@ func loadTable(ctx context.Context, tx pgx.Tx, t Table) (*tableInfo, error) {
 		return nil, fmt.Errorf("reading columns of table %q: %w", t, err)
 	}
 	return info, nil
+}
+
+// systemSchema reports PostgreSQL's own schemas, whose tables take no triggers.
+func systemSchema(schema string) bool {
+	return schema == "pg_catalog" || schema == "information_schema" || strings.HasPrefix(schema, "pg_toast")
 }

@@ -73,6 +73,13 @@ routes:
     recipients: { column: recipient }
     topic: t
 `, `routes.yaml:4: route "r": table: "tocsin.outbox" is one of Tocsin's own tables`},
+		{"system catalog", `
+routes:
+  - name: r
+    table: pg_catalog.pg_class
+    recipients: { column: relname }
+    topic: t
+`, `routes.yaml:4: route "r": table: "pg_catalog.pg_class" is a system catalog`},
 		{"no primary key", `
 routes:
   - name: r
