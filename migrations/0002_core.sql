@@ -2,9 +2,9 @@
 --
 -- Writers (route triggers, tocsin.publish, replication capture, the publish API) insert into
 -- tocsin.outbox inside their own transactions. They never NOTIFY and never touch the feed.
--- The sequencer is the feed's only writer: tocsin.sequence_batch moves committed outbox rows
--- into tocsin.feed, numbering them in the order in which they became visible, and rings the
--- doorbell once per batch.
+-- The sequencer is the feed's only writer: tocsin.sequence_batch (0007) moves committed outbox
+-- rows into tocsin.feed, numbering them in the order in which they became visible, and rings
+-- the doorbell once per batch.
 
 -- Runtime switches (push, capture). Read by every node and by the route triggers.
 CREATE TABLE tocsin.setting (
@@ -73,57 +73,6 @@ CREATE TABLE tocsin.route (
     spec       jsonb NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
-
--- Moves up to batch_limit committed outbox rows into the feed in one transaction.
--- Returns the new high-water mark and the number of rows moved (NULL and 0 when there was
--- nothing to move).
--- The FOR UPDATE on feed_state serialises sequencers even if two ever believed themselves
--- leader: positions are handed out by exactly one transaction at a time, so a reader paging
--- by position > cursor can never see a later position commit before an earlier one.
-CREATE FUNCTION tocsin.sequence_batch(batch_limit integer, OUT head bigint, OUT moved integer)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_from bigint;
-BEGIN
-    SELECT position INTO v_from FROM tocsin.feed_state FOR UPDATE;
-
-    WITH batch AS (
-        DELETE FROM tocsin.outbox o
-        WHERE o.id IN (SELECT id FROM tocsin.outbox ORDER BY id LIMIT batch_limit)
-        RETURNING o.*
-    ), numbered AS (
-        SELECT v_from + row_number() OVER (ORDER BY b.id) AS position, b.*
-        FROM batch b
-    ), inserted AS (
-        INSERT INTO tocsin.feed (position, recipient, route, topic, kind, op, table_name, key, data,
-                                 old, changed, group_key, created_at)
-        SELECT position, recipient, route, topic, kind, op, table_name, key, data,
-               old, changed, group_key, created_at
-        FROM numbered
-        RETURNING position
-    )
-    SELECT max(position), count(*) INTO head, moved FROM inserted;
-
-    IF head IS NULL THEN
-        RETURN;
-    END IF;
-
-    UPDATE tocsin.feed_state SET position = head, updated_at = now();
-    -- The doorbell: one tiny NOTIFY per batch, delivered when this transaction commits.
-    PERFORM pg_notify('tocsin_doorbell', head::text);
-END;
-$$;
-
--- True unless capture was switched off (tocsin switch capture off). Route triggers call it
--- first and return at once when it is false.
--- plpgsql, not sql: a sql function with a sub-select is not inlined and is planned again on
--- every call (measured: it made capture-off cost as much as capture). plpgsql keeps the plan.
-CREATE FUNCTION tocsin.capture_enabled() RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN NOT EXISTS (SELECT 1 FROM tocsin.setting WHERE key = 'capture' AND value = 'false'::jsonb);
-END;
-$$;
 
 -- The transactional outbox for applications: call inside your own transaction; the message
 -- becomes visible to its recipients when (and only if) that transaction commits.

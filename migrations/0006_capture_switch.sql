@@ -3,9 +3,13 @@
 -- (measured: see README "Performance"). tocsin.setting stays the source of truth; a trigger
 -- on it keeps a marker relation, tocsin.capture_off, that exists exactly while capture is
 -- off. Route triggers test it in their WHEN clause with to_regclass, a catalog-cache
--- lookup rather than a query; capture_enabled() answers the same for everyone else. Creating and dropping the marker is transactional DDL:
--- every session sees the switch as soon as it commits, and it takes no lock that an
--- application's write would wait for.
+-- lookup rather than a query; tocsin.capture_enabled() answers the same for everyone else.
+-- Creating and dropping the marker is transactional DDL: every session sees the switch as
+-- soon as it commits, and it takes no lock that an application's write would wait for.
+--
+-- This file is capture_enabled's one definition: 0002 created the plpgsql version (a
+-- tocsin.setting lookup, since removed from that file) that a database migrated before has
+-- and that CREATE OR REPLACE below replaces.
 CREATE FUNCTION tocsin.setting_capture_marker() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -20,6 +20,7 @@ package sequencer
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tocsin/tocsin/internal/leader"
+	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 // Config configures a Sequencer. Zero values take the defaults below.
@@ -82,6 +84,14 @@ const (
 	MessageGroupMaxDefault    = 50
 	StandbyIntervalDefault    = time.Second
 	RetryIntervalDefault      = time.Second
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL       string
+	queries          = sqlfile.Parse("sequencer/queries.sql", queriesSQL)
+	sequenceBatchSQL = queries.Get("sequence_batch")
+	outboxWaitSQL    = queries.Get("outbox_wait")
 )
 
 // leaderLockKey is the advisory lock that makes a sequencer the leader ("tocsin-seq").
@@ -161,7 +171,7 @@ func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
 			continue
 		default:
 		}
-		if err := conn.QueryRow(ctx, `SELECT tocsin.outbox_wait($1, $2)`, timeoutMs, intervalMs).Scan(&pending); err != nil {
+		if err := conn.QueryRow(ctx, outboxWaitSQL, timeoutMs, intervalMs).Scan(&pending); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -198,7 +208,7 @@ func (s *Sequencer) drain(ctx context.Context, conn *pgx.Conn) error {
 func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn) (head *int64, moved int, err error) {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		var flushes []Flush
-		if err := tx.QueryRow(ctx, `SELECT head, moved, flushes FROM tocsin.sequence_batch($1, $2, $3)`,
+		if err := tx.QueryRow(ctx, sequenceBatchSQL,
 			s.cfg.BatchLimit, s.cfg.MessageGroupWindow, s.cfg.MessageGroupMax).Scan(&head, &moved, &flushes); err != nil {
 			return err
 		}

@@ -1,0 +1,12 @@
+-- The sequencer's runtime SQL. The batch itself is tocsin.sequence_batch and its named
+-- steps (migrations/0007_sequence_batch.sql).
+
+-- name: sequence_batch
+-- One batch, in the caller's transaction: the new head (NULL when the outbox was empty),
+-- the outbox rows taken, and the group windows whose flush jobs to enqueue.
+SELECT head, moved, flushes FROM tocsin.sequence_batch($1, $2, $3);
+
+-- name: outbox_wait
+-- Waits inside the server until a committed outbox row is there (true) or the timeout
+-- passes (false), probing every interval.
+SELECT tocsin.outbox_wait($1, $2);
