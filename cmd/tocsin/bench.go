@@ -13,7 +13,7 @@ import (
 
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: tocsin bench capture|latency|streams [flags]")
+		return errors.New("usage: tocsin bench capture|latency|streams|soak [flags]")
 	}
 	switch args[0] {
 	case "capture":
@@ -56,6 +56,20 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		_, err := bench.RunStreams(ctx, cfg, stdout)
 		return err
+	case "soak":
+		fs := flag.NewFlagSet("tocsin bench soak", flag.ContinueOnError)
+		cfg := bench.SoakConfig{}
+		fs.StringVar(&cfg.DatabaseURL, "database-url", "", "server to create a scratch database on (default: a private durable cluster)")
+		fs.IntVar(&cfg.Clients, "clients", bench.SoakClientsDefault, "clients, a third each on SSE, long polling and short polling")
+		fs.DurationVar(&cfg.Duration, "duration", bench.SoakDurationDefault, "how long events are published")
+		fs.IntVar(&cfg.Rate, "rate", bench.SoakRateDefault, "events per second, to recipients in turn")
+		fs.DurationVar(&cfg.ReconnectInterval, "reconnect-interval", bench.SoakReconnectIntervalDefault, "time between reconnect waves (a fifth of the clients each)")
+		fs.DurationVar(&cfg.ReportInterval, "report-interval", bench.SoakReportIntervalDefault, "time between samples of the server's RSS, goroutines and open files")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		_, err := bench.RunSoak(ctx, cfg, stdout)
+		return err
 	}
-	return errors.New("usage: tocsin bench capture|latency|streams [flags]")
+	return errors.New("usage: tocsin bench capture|latency|streams|soak [flags]")
 }
