@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,7 @@ type Node struct {
 	mover    *grouping.Mover
 	riverUI  *riverui.Handler
 	listener net.Listener
+	verifier *auth.Verifier // nil without the api role
 }
 
 // Addr is the address the API listens on (useful when cfg.Addr had port 0).
@@ -130,11 +132,11 @@ func (n *Node) build(ctx context.Context) error {
 	}
 
 	if n.cfg.Has("api") {
-		verifier, err := auth.NewVerifier(auth.Config{HS256Secret: []byte(n.cfg.JWTSecret),
-			Issuer: n.cfg.JWTIssuer, Audience: n.cfg.JWTAudience})
+		verifier, err := newVerifier(n.cfg, n.log)
 		if err != nil {
-			return fmt.Errorf("configuring token verification (TOCSIN_JWT_SECRET): %w", err)
+			return err
 		}
+		n.verifier = verifier
 		origins, err := httpapi.ParseOrigins(n.cfg.CORSOrigins)
 		if err != nil {
 			return fmt.Errorf("--cors-origins (TOCSIN_CORS_ORIGINS): %w", err)
@@ -161,7 +163,7 @@ func (n *Node) build(ctx context.Context) error {
 			CORSOrigins:            origins,
 			MaxMessageBytes:        int64(n.cfg.MaxMessageBytes),
 			BodyReadTimeout:        n.cfg.BodyReadTimeout},
-			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool, n.Capture},
+			httpapi.Deps{Feed: n.Hub, Readiness: readiness{n.pool, n.Capture, verifier},
 				FollowFunc: func(ctx context.Context, recipient, after string, buffer int) (httpapi.Follower, error) {
 					f, err := n.Hub.Follow(ctx, recipient, after, buffer)
 					if err != nil {
@@ -187,6 +189,9 @@ type pgxTx = pgx.Tx
 // Run runs the node until ctx ends or a service fails, then stops everything in order.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.pool.Close()
+	if n.verifier != nil {
+		defer n.verifier.Close()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	// Background services stop after the API has drained.
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
@@ -257,14 +262,19 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 type readiness struct {
-	pool    *pgxpool.Pool
-	capture *capture.Consumer // nil without the capture role
+	pool     *pgxpool.Pool
+	capture  *capture.Consumer // nil without the capture role
+	verifier *auth.Verifier
 }
 
-// Ready reports the node ready when the database answers, the schema is current and, on
-// a capture node, the replication slot is healthy (not lost, not retaining more WAL than
+// Ready reports the node ready when it can verify tokens (with a JWKS: a key set was
+// fetched), the database answers, the schema is current and, on a capture node, the
+// replication slot is healthy (not lost, not retaining more WAL than
 // TOCSIN_SLOT_WAL_WARN_BYTES).
 func (r readiness) Ready(ctx context.Context) error {
+	if err := r.verifier.Ready(ctx); err != nil {
+		return err
+	}
 	if err := migrate.Check(ctx, r.pool); err != nil {
 		return err
 	}
@@ -272,6 +282,31 @@ func (r readiness) Ready(ctx context.Context) error {
 		return r.capture.Ready(ctx)
 	}
 	return nil
+}
+
+// newVerifier verifies tokens with the JWKS when TOCSIN_JWKS_URL is set, else with the
+// HS256 secret (development).
+func newVerifier(cfg *config.Config, log *slog.Logger) (*auth.Verifier, error) {
+	acfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: cfg.JWTLeeway,
+		Logger: log.With(slog.String("service", "auth"))}
+	source := "TOCSIN_JWT_SECRET"
+	if cfg.JWKSURL != "" {
+		source = "TOCSIN_JWKS_URL, TOCSIN_JWT_ALGORITHMS"
+		acfg.JWKSURL = cfg.JWKSURL
+		for _, a := range strings.Split(cfg.JWTAlgorithms, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				acfg.Algorithms = append(acfg.Algorithms, a)
+			}
+		}
+	}
+	if cfg.JWTSecret != "" {
+		acfg.HS256Secret = []byte(cfg.JWTSecret)
+	}
+	v, err := auth.NewVerifier(acfg)
+	if err != nil {
+		return nil, fmt.Errorf("configuring token verification (%s): %w", source, err)
+	}
+	return v, nil
 }
 
 func newRiver(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger, wakeFunc func()) (*river.Client[pgxTx], error) {

@@ -2,13 +2,20 @@ package app_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/MicahParks/jwkset"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -201,4 +208,47 @@ func TestDatabaseDownAnswers503(t *testing.T) {
 	}
 	require.NotContains(t, b.logs.String(), "level=ERROR msg=\"request failed\"")
 
+}
+
+// With TOCSIN_JWKS_URL, the node is not ready until the identity provider's key set was
+// fetched, then verifies its RS256 tokens; HS256 tokens are refused.
+func TestJWKSReadinessAndTokens(t *testing.T) {
+	t.Parallel()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	jwk, err := jwkset.NewJWKFromKey(key.Public(), jwkset.JWKOptions{
+		Metadata: jwkset.JWKMetadataOptions{KID: "k1", ALG: jwkset.AlgRS256, USE: jwkset.UseSig}})
+	require.NoError(t, err)
+	var up atomic.Bool
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !up.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []jwkset.JWKMarshal{jwk.Marshal()}})
+	}))
+	t.Cleanup(idp.Close)
+
+	db := pgtest.New(t)
+	_, err = demo.Install(context.Background(), db.Pool)
+	require.NoError(t, err)
+	b := startNode(t, db, "--jwt-secret", "", "--jwks-url", idp.URL, "--jwt-algorithms", "RS256,ES256")
+	ready := func() int {
+		resp, err := http.Get(b.base + "/readyz")
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusServiceUnavailable, ready())
+	up.Store(true)
+	require.Eventually(t, func() bool { return ready() == http.StatusOK }, 20*time.Second, 50*time.Millisecond)
+
+	rs := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	rs.Header["kid"] = "k1"
+	signed, err := rs.SignedString(key)
+	require.NoError(t, err)
+	status, _ := getFeed(t, http.DefaultClient, b.base, signed, "after=now")
+	require.Equal(t, http.StatusOK, status)
+	status, _ = getFeed(t, http.DefaultClient, b.base, token(t, "alice"), "after=now")
+	require.Equal(t, http.StatusUnauthorized, status, "HS256 is not accepted with a JWKS")
 }

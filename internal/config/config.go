@@ -19,9 +19,12 @@ type Config struct {
 	DatabaseURL string
 	Addr        string
 
-	JWTSecret   string
-	JWTIssuer   string
-	JWTAudience string
+	JWTSecret     string
+	JWKSURL       string
+	JWTAlgorithms string // comma list, with JWKSURL
+	JWTIssuer     string
+	JWTAudience   string
+	JWTLeeway     time.Duration
 
 	LongPollMax       time.Duration
 	PollInterval      time.Duration // recommended short-poll interval, told to clients
@@ -100,6 +103,19 @@ func settings() []setting {
 		{"database-url", "TOCSIN_DATABASE_URL", "", "PostgreSQL connection string", str(func(c *Config) *string { return &c.DatabaseURL })},
 		{"addr", "TOCSIN_ADDR", "127.0.0.1:8080", "address the API listens on", str(func(c *Config) *string { return &c.Addr })},
 		{"jwt-secret", "TOCSIN_JWT_SECRET", "", "HS256 secret for bearer tokens (at least 32 bytes)", str(func(c *Config) *string { return &c.JWTSecret })},
+		{"jwks-url", "TOCSIN_JWKS_URL", "", "identity provider's JSON Web Key Set; tokens are verified with its keys (instead of --jwt-secret)", str(func(c *Config) *string { return &c.JWKSURL })},
+		{"jwt-algorithms", "TOCSIN_JWT_ALGORITHMS", "RS256", "comma list of algorithms accepted with --jwks-url: RS256, RS384, RS512, PS256, ES256, ES384, EdDSA", str(func(c *Config) *string { return &c.JWTAlgorithms })},
+		{"jwt-leeway", "TOCSIN_JWT_LEEWAY", "30s", "clock skew tolerated on a token's exp, nbf and iat", func(c *Config, v string) error {
+			d, err := ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			if d < 0 {
+				return fmt.Errorf("must not be negative, got %q", v)
+			}
+			c.JWTLeeway = d
+			return nil
+		}},
 		{"jwt-issuer", "TOCSIN_JWT_ISSUER", "", "required iss claim, when set", str(func(c *Config) *string { return &c.JWTIssuer })},
 		{"jwt-audience", "TOCSIN_JWT_AUDIENCE", "", "required aud claim, when set", str(func(c *Config) *string { return &c.JWTAudience })},
 		{"long-poll-max", "TOCSIN_LONG_POLL_MAX", "60s", "longest long poll; larger waits are clamped", dur(func(c *Config) *time.Duration { return &c.LongPollMax })},
