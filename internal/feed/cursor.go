@@ -1,19 +1,10 @@
 package feed
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 )
-
-// ErrCursorMalformed is returned when a cursor string is not one Tocsin issued.
-var ErrCursorMalformed = errors.New("cursor malformed")
-
-// ErrCursorExpired is returned when a cursor belongs to another feed generation (the feed
-// was reset or restored), points past the feed's head, or points before what is retained.
-// The client must refetch its data and restart from "now".
-var ErrCursorExpired = errors.New("cursor expired")
 
 // Cursor is a position in one feed generation.
 type Cursor struct {

@@ -3,21 +3,10 @@ package hub
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/tocsin/tocsin/internal/feed"
 )
-
-// ErrSlowConsumer is returned by Follower.Next when the follower's queue would have grown
-// beyond its bound while entries were still waiting in it: the client does not read fast
-// enough. (A batch handed to an empty queue is always accepted, so a queue holds at most
-// its bound or one fan-out page, whichever is larger.) The follower is no longer
-// registered; its client resumes from its last cursor.
-var ErrSlowConsumer = errors.New("slow consumer: queue full")
-
-// ErrClosed is returned by Follower.Next when the hub stopped.
-var ErrClosed = errors.New("hub stopped")
 
 // errResync is a follower's internal signal to read the feed again.
 var errResync = errors.New("resync")
@@ -37,17 +26,15 @@ type Follower struct {
 	recipient string
 	buffer    int
 
-	epoch        string // the feed generation followed; "" until the first read
-	pos          int64  // everything of recipient's up to pos has been read
-	returned     int64  // everything of recipient's up to returned has been returned by Next
-	resolved     bool   // returned is a real cursor (false only for an unread "oldest" start)
-	checkHorizon bool
-	pending      []feed.Event // the first page, read by Follow
-	sub          *subscriber  // non-nil while registered with the hub
+	read     feed.After   // everything of recipient's up to read.Position has been read
+	returned int64        // everything of recipient's up to returned has been returned by Next
+	resolved bool         // returned is a real cursor (false only for an unread "oldest" start)
+	pending  []feed.Event // the first page, read by Follow
+	sub      *subscriber  // non-nil while registered with the hub
 
 	mu    sync.Mutex
 	queue []feed.Event
-	err   error // errResync, ErrSlowConsumer or ErrClosed, set by the hub
+	err   error // errResync, feed.ErrSlowConsumer or feed.ErrClosed, set by the hub
 	wake  chan struct{}
 }
 
@@ -62,27 +49,17 @@ func (h *Hub) Follow(ctx context.Context, recipient, after string, buffer int) (
 		buffer = BufferDefault
 	}
 	f := &Follower{h: h, recipient: recipient, buffer: buffer, wake: make(chan struct{}, 1)}
-	switch after {
-	case "":
-	case "now":
-		st, err := h.store.FeedState(ctx)
-		if err != nil {
-			return nil, err
-		}
-		f.epoch, f.pos, f.returned, f.resolved, f.checkHorizon = st.Epoch, st.Head, st.Head, true, true
-	default:
-		c, err := feed.ParseCursor(after)
-		if err != nil {
-			return nil, err
-		}
-		f.epoch, f.pos, f.returned, f.resolved, f.checkHorizon = c.Epoch, c.Position, c.Position, true, true
+	a, err := feed.ResolveAfter(ctx, h.store, after)
+	if err != nil {
+		return nil, err
 	}
+	f.read, f.returned, f.resolved = a, a.Position, !a.Oldest()
 	events, err := f.catchUp(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if len(events) == 0 {
-		f.returned, f.resolved = f.pos, true // read up to the head, nothing to return
+		f.returned, f.resolved = f.read.Position, true // read up to the head, nothing to return
 	}
 	f.pending = events
 	return f, nil
@@ -95,7 +72,7 @@ func (f *Follower) Cursor() string {
 	if !f.resolved {
 		return ""
 	}
-	return feed.Cursor{Epoch: f.epoch, Position: f.returned}.String()
+	return feed.Cursor{Epoch: f.read.Epoch, Position: f.returned}.String()
 }
 
 // Wake returns a channel that receives when Next may have something new. Call Next first:
@@ -104,12 +81,12 @@ func (f *Follower) Wake() <-chan struct{} { return f.wake }
 
 // Next returns the next entries: a page of the backlog, or the live entries queued since
 // the last call. It returns no events (and no error) when there is nothing yet: wait on
-// Wake. Errors: ErrSlowConsumer, ErrClosed, feed.ErrCursorExpired (the feed was reset or
+// Wake. Errors: feed.ErrSlowConsumer, feed.ErrClosed, feed.ErrCursorExpired (the feed was reset or
 // pruned past the follower), context and database errors. After an error, Close.
 func (f *Follower) Next(ctx context.Context) ([]feed.Event, error) {
 	events, err := f.next(ctx)
 	if len(events) > 0 {
-		f.returned, f.resolved = f.pos, true
+		f.returned, f.resolved = f.read.Position, true
 	}
 	return events, err
 }
@@ -131,7 +108,7 @@ func (f *Follower) next(ctx context.Context) ([]feed.Event, error) {
 		return nil, err
 	}
 	if len(events) > 0 {
-		f.pos = events[len(events)-1].Position
+		f.read.Position = events[len(events)-1].Position
 		if err != nil {
 			// The hub dropped the registration; what it queued before is still ours.
 			f.mu.Lock()
@@ -164,27 +141,22 @@ func (f *Follower) Close() {
 func (f *Follower) catchUp(ctx context.Context) ([]feed.Event, error) {
 	limit := f.h.cfg.PageLimit
 	for {
-		events, st, horizon, err := f.h.store.FeedListAfter(ctx, f.recipient, f.pos, limit)
+		events, st, horizon, err := f.h.store.FeedListAfter(ctx, f.recipient, f.read.Position, limit)
 		if err != nil {
 			return nil, err
 		}
-		if f.epoch == "" {
-			f.epoch = st.Epoch
+		if f.read, err = f.read.Check(st, horizon); err != nil {
+			return nil, err
 		}
-		if st.Epoch != f.epoch || f.pos > st.Head || (f.checkHorizon && f.pos < horizon) {
-			return nil, fmt.Errorf("%w: %q", feed.ErrCursorExpired, feed.Cursor{Epoch: f.epoch, Position: f.pos}.String())
-		}
-		f.checkHorizon = true
 		if len(events) == limit {
-			f.pos = events[len(events)-1].Position
+			f.read.Position = events[len(events)-1].Position
 			return events, nil
 		}
 		// Nothing of recipient's lies in (last entry, head]: the feed is read up to head.
-		f.pos = st.Head
-		after := st.Head
-		s, ended := f.h.subscribe(f.recipient, after, st.Head, 0, f)
+		f.read.Position = st.Head
+		s, ended := f.h.subscribe(f.recipient, st.Head, st.Head, 0, f)
 		if ended {
-			return nil, ErrClosed
+			return nil, feed.ErrClosed
 		}
 		if s != nil {
 			f.sub = s
@@ -197,7 +169,7 @@ func (f *Follower) catchUp(ctx context.Context) ([]feed.Event, error) {
 }
 
 // push queues events for the follower; it runs under the hub's lock. It returns false when
-// entries are still queued and the queue would grow beyond its bound: the follower is then failed with ErrSlowConsumer and the hub
+// entries are still queued and the queue would grow beyond its bound: the follower is then failed with feed.ErrSlowConsumer and the hub
 // must drop its registration.
 func (f *Follower) push(events []feed.Event) bool {
 	f.mu.Lock()
@@ -206,7 +178,7 @@ func (f *Follower) push(events []feed.Event) bool {
 	if ok {
 		f.queue = append(f.queue, events...)
 	} else {
-		f.queue, f.err = nil, ErrSlowConsumer
+		f.queue, f.err = nil, feed.ErrSlowConsumer
 	}
 	f.mu.Unlock()
 	f.signal()

@@ -134,7 +134,7 @@ func TestFollowerSlowConsumer(t *testing.T) {
 		require.Equal(t, int64(i+1), e.Position)
 	}
 	_, err = slow.Next(ctx)
-	require.ErrorIs(t, err, ErrSlowConsumer)
+	require.ErrorIs(t, err, feed.ErrSlowConsumer)
 	require.Equal(t, 1, h.Waiting(), "the slow follower is no longer registered")
 }
 

@@ -13,10 +13,14 @@
 // A fallback timer looks the head up once per FallbackInterval while anyone waits, so a lost
 // NOTIFY delays a delivery by at most that long.
 //
+// The hub applies no feed rule of its own: resolving `after`, the epoch, head and
+// retention checks and the 410 decision are feed.ResolveAfter and feed.After.Check, the
+// same for short polls, long polls and streams.
+//
 // Two kinds of waiters share that machinery: a long poll (Poll) waits once for its first
 // entries; a Follower (Follow, for streams) stays registered and receives every batch into
 // a bounded queue. A follower whose queue would overflow is dropped and told so
-// (ErrSlowConsumer): the hub never blocks on, or buffers without bound for, a slow client.
+// (feed.ErrSlowConsumer): the hub never blocks on, or buffers without bound for, a slow client.
 package hub
 
 import (
@@ -44,10 +48,23 @@ const (
 	PageLimitDefault        = 1000
 )
 
-// Store is what the hub reads from the feed.
+// Store is what the hub reads from the feed (a *feed.Store). The hub's delivery guarantee
+// rests on what each method guarantees:
 type Store interface {
+	// FeedState returns the feed's generation and head. Every entry at or below the head is
+	// committed: any read that starts after FeedState returns sees all of them.
 	FeedState(ctx context.Context) (feed.State, error)
+	// FeedListAfter returns up to limit of recipient's entries with position > after, in
+	// position order, together with the feed state and the recipient's retention horizon
+	// (the highest position retention removed from its feed, 0 when none), all from one
+	// snapshot: unless limit entries came back, the result holds every entry of recipient
+	// in (after, head]. That is what lets a reader register with (after, head) and be sure
+	// nothing falls between its read and the hub's next fan-out.
 	FeedListAfter(ctx context.Context, recipient string, after int64, limit int) ([]feed.Event, feed.State, int64, error)
+	// FeedListRange returns the entries of recipients with from < position <= to, in
+	// position order, at most limit: unless limit entries came back, all of them. The hub
+	// only asks for ranges below a head it learned from FeedState or the doorbell (which
+	// rings after the batch committed), so every entry of the range is visible.
 	FeedListRange(ctx context.Context, from, to int64, recipients []string, limit int) ([]feed.Event, error)
 }
 
@@ -351,7 +368,7 @@ func (s *subscriber) resync() {
 // end tells s that it will not be served; s has been removed.
 func (s *subscriber) end() {
 	if s.follower != nil {
-		s.follower.fail(ErrClosed)
+		s.follower.fail(feed.ErrClosed)
 		return
 	}
 	close(s.ch)

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/tocsin/tocsin/internal/feed"
@@ -16,25 +15,13 @@ import (
 // Each call reads the database once, plus once more per resync; while it waits it costs
 // nothing but a map entry.
 func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait time.Duration) ([]feed.Event, string, error) {
-	var (
-		pos      int64
-		explicit *feed.Cursor
-	)
-	switch after {
-	case "":
-	case "now":
-		st, err := h.store.FeedState(ctx)
-		if err != nil {
-			return nil, "", err
-		}
-		pos = st.Head
-	default:
-		c, err := feed.ParseCursor(after)
-		if err != nil {
-			return nil, "", err
-		}
-		explicit, pos = &c, c.Position
+	a, err := feed.ResolveAfter(ctx, h.store, after)
+	if err != nil {
+		return nil, "", err
 	}
+	// A client's own cursor comes back unchanged when nothing came; "" and "now" become a
+	// cursor at the head of the read that found nothing.
+	atHead := after == "" || after == "now"
 
 	var timeout <-chan time.Time
 	if wait > 0 {
@@ -43,29 +30,25 @@ func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait
 		timeout = t.C
 	}
 	for {
-		events, st, horizon, err := h.store.FeedListAfter(ctx, recipient, pos, limit)
+		events, st, horizon, err := h.store.FeedListAfter(ctx, recipient, a.Position, limit)
 		if err != nil {
 			return nil, "", err
 		}
-		if explicit != nil {
-			if explicit.Epoch != st.Epoch || explicit.Position > st.Head || explicit.Position < horizon {
-				return nil, "", fmt.Errorf("%w: %q", feed.ErrCursorExpired, after)
-			}
+		if a, err = a.Check(st, horizon); err != nil {
+			return nil, "", err
 		}
 		if len(events) > 0 {
 			return events, events[len(events)-1].ID, nil
 		}
-		cursor := after
-		if explicit == nil {
+		if atHead {
 			// Nothing of recipient's is at or below the head this read saw.
-			cursor = st.Cursor(st.Head).String()
-			explicit, pos = &feed.Cursor{Epoch: st.Epoch, Position: st.Head}, st.Head
-			after = cursor
+			a.Position, atHead = st.Head, false
 		}
+		cursor := a.Cursor().String()
 		if timeout == nil {
 			return nil, cursor, nil
 		}
-		s, ended := h.subscribe(recipient, pos, st.Head, limit, nil)
+		s, ended := h.subscribe(recipient, a.Position, st.Head, limit, nil)
 		if ended {
 			return nil, cursor, nil // the node is shutting down: answer as if the wait elapsed
 		}

@@ -105,7 +105,7 @@ func (s *Store) List(ctx context.Context, recipient string, filter Filter, befor
 	}
 	beforePos := int64(1<<63 - 1)
 	if before != "" {
-		if beforePos, err = position(before, epoch); err != nil {
+		if beforePos, err = feed.EntryPosition(before, epoch); err != nil {
 			return nil, "", err
 		}
 	}
@@ -179,14 +179,14 @@ func (s *Store) Mark(ctx context.Context, recipient string, action Action, sel S
 		upTo      int64 = -1
 	)
 	for _, id := range sel.IDs {
-		p, err := position(id, epoch)
+		p, err := feed.EntryPosition(id, epoch)
 		if err != nil {
 			return 0, Counts{}, err
 		}
 		positions = append(positions, p)
 	}
 	if sel.UpTo != "" {
-		if upTo, err = position(sel.UpTo, epoch); err != nil {
+		if upTo, err = feed.EntryPosition(sel.UpTo, epoch); err != nil {
 			return 0, Counts{}, err
 		}
 	}
@@ -240,16 +240,4 @@ func (s *Store) epoch(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("reading the feed epoch: %w", err)
 	}
 	return epoch, nil
-}
-
-// position returns the position of an entry id of generation epoch.
-func position(id, epoch string) (int64, error) {
-	c, err := feed.ParseCursor(id)
-	if err != nil {
-		return 0, err
-	}
-	if c.Epoch != epoch {
-		return 0, fmt.Errorf("%w: %q belongs to another feed generation", feed.ErrCursorExpired, id)
-	}
-	return c.Position, nil
 }

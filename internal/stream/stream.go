@@ -12,7 +12,7 @@
 //   - ends cleanly with a final frame: "reconnect" at its jittered maximum lifetime, at the
 //     expiry of the token it was opened with, and on shutdown (at a random moment of the
 //     drain window, so that clients do not all reconnect at once); "push-disabled" when
-//     push is switched off. A slow consumer (hub.ErrSlowConsumer) is cut off without one.
+//     push is switched off. A slow consumer (feed.ErrSlowConsumer) is cut off without one.
 //
 // Whatever ends a stream, its client resumes from the last id it received (Last-Event-ID)
 // with nothing lost and nothing repeated.
@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/tocsin/tocsin/internal/feed"
-	"github.com/tocsin/tocsin/internal/hub"
 )
 
 // Defaults for Config.
@@ -71,7 +70,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Source is the followed feed (a *hub.Follower).
+// Source is the followed feed (a hub Follower). Next reports feed.ErrSlowConsumer and
+// feed.ErrClosed as such; any other error ends the stream with an error frame.
 type Source interface {
 	Next(ctx context.Context) ([]feed.Event, error)
 	Wake() <-chan struct{}
@@ -144,13 +144,13 @@ func (st *state) run(ctx context.Context, s Session) (EndReason, error) {
 	for {
 		events, err := s.Source.Next(ctx)
 		switch {
-		case errors.Is(err, hub.ErrSlowConsumer):
+		case errors.Is(err, feed.ErrSlowConsumer):
 			return EndSlowConsumer, nil
 		case ctx.Err() != nil:
 			return EndClientGone, nil
 		case errors.Is(err, feed.ErrCursorExpired):
 			return st.end(EndCursorExpired)
-		case errors.Is(err, hub.ErrClosed):
+		case errors.Is(err, feed.ErrClosed):
 			return st.end(EndShutdown)
 		case err != nil:
 			_, _ = st.end(EndError)
