@@ -82,6 +82,7 @@ func startNode(t *testing.T, name, dbURL string, extra ...string) *node {
 		"--fallback-interval", "200ms"}, extra...)
 	cmd := exec.Command(tocsinBinary(t), args...)
 	cmd.Stdout, cmd.Stderr = logs, logs
+	dieWithParent(cmd)
 	require.NoError(t, cmd.Start())
 	n := &node{name: name, base: "http://" + addr, cmd: cmd, done: make(chan struct{}), logs: logs}
 	go func() { _ = cmd.Wait(); close(n.done) }()
