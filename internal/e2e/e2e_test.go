@@ -141,12 +141,14 @@ func poll(client *http.Client, base, token, after string, wait int) (feedPage, i
 	return p, resp.StatusCode, err
 }
 
-// leader names the node whose connection holds the sequencer's advisory lock.
+// leader names the node whose connection holds the sequencer's advisory lock in db's
+// database (other tests' nodes hold the same lock in theirs).
 func leader(t *testing.T, db *pgtest.DB) string {
 	var name string
 	err := db.Pool.QueryRow(context.Background(), `
 		SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2`,
+		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
 		uint32(0x746f6373), uint32(0x696e2d73)).Scan(&name)
 	if err != nil {
 		return ""
