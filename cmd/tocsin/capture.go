@@ -2,13 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
 	"github.com/tocsin/tocsin/internal/routes"
 )
+
+var captureCommands = [][2]string{
+	{"drop-slot", "drop this database's replication slot"},
+}
 
 // runCapture runs `tocsin capture drop-slot`: it drops this database's replication slot,
 // ending the session streaming from it. The slot's record stays: if replication routes
@@ -16,13 +18,20 @@ import (
 // between were missed). Remove the replication routes first to retire capture cleanly.
 func runCapture(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "drop-slot" {
-		return errors.New("usage: tocsin capture drop-slot")
+		return groupUsage(args, "tocsin capture", "tocsin capture drop-slot [flags]", captureCommands)
 	}
-	_, pool, err := openDatabase(ctx, flag.NewFlagSet("tocsin capture drop-slot", flag.ContinueOnError), args[1:])
+	fs := newFlagSet("tocsin capture drop-slot", "tocsin capture drop-slot [flags]",
+		"Drop this database's replication slot. If replication routes remain, the capture consumer\n"+
+			"recreates it and resets the feed epoch (clients refetch): remove those routes first.\n"+
+			"Without --database-url or TOCSIN_DATABASE_URL, uses the database of `tocsin dev` in this folder.")
+	_, pool, err := openDatabase(ctx, fs, args[1:])
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected argument %q; usage: tocsin capture drop-slot [flags]", fs.Arg(0))
+	}
 	slot, err := routes.SlotName(ctx, pool)
 	if err != nil {
 		return err

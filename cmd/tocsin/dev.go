@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,22 +25,47 @@ import (
 	"github.com/tocsin/tocsin/internal/pgcluster"
 )
 
-// devDir holds the private cluster and the development secret (git-ignored).
-const devDir = ".tocsin"
+const devAbout = `Run Tocsin for trying it: a private PostgreSQL in .tocsin/pg (unless TOCSIN_DATABASE_URL
+is set), Tocsin's migrations, the demo schema and routes, and the API. The database and API
+ports stay the same from one start to the next (kept in .tocsin/dev.json), and the other
+commands run in this folder use this database and secret when none is given.
+
+What it does to the machine: the private PostgreSQL runs with fsync=off and
+synchronous_commit=off (fast; a machine crash can lose or corrupt its data); started as
+root, it runs as the postgres user, which gets .tocsin/pg (or, when it cannot reach this
+folder, a directory in its home): no other permission is changed. Ctrl-C, SIGTERM or
+closing the terminal stop Tocsin and that PostgreSQL.`
 
 // runDev is the embedded default: a private PostgreSQL from the local installation (unless
 // TOCSIN_DATABASE_URL is set), the demo schema and routes, and the API.
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("tocsin dev", flag.ContinueOnError)
-	cfg, err := config.Load(fs, args)
+	fs := newFlagSet("tocsin dev", "tocsin dev [flags]", devAbout)
+	cfg, err := fs.load(args)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 
+	lock, ok, err := lockDev()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		st, _ := readDevState()
+		return fmt.Errorf("already running (pid %d, API %s)", st.PID, st.API)
+	}
+	defer lock.Close()
+	st, err := readDevState()
+	if err != nil {
+		return err
+	}
+	st.PID, st.API = os.Getpid(), ""
+	if err := writeDevState(st); err != nil {
+		return err
+	}
+
 	if cfg.DatabaseURL == "" {
-		fmt.Fprintln(stdout, "Starting a private PostgreSQL in "+filepath.Join(devDir, "pg")+" …")
-		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(devDir, "pg")})
+		cluster, err := startDevCluster(ctx, stdout, st.DatabasePort)
 		if err != nil {
 			return err
 		}
@@ -46,15 +73,18 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			_ = cluster.Stop()
 			fmt.Fprintln(stdout, "PostgreSQL stopped.")
 		}()
-		if err := createDatabase(ctx, cluster.URL("postgres"), "tocsin"); err != nil {
-			return err
-		}
+		st.DatabasePort = cluster.Port()
 		cfg.DatabaseURL = cluster.URL("tocsin")
+	} else {
+		st.DatabasePort = 0
 	}
 	if cfg.JWTSecret == "" {
 		if cfg.JWTSecret, err = devSecret(); err != nil {
 			return err
 		}
+	}
+	if !addrGiven(fs) {
+		cfg.Addr = devAddr(stdout, cfg.Addr, st.APIPort)
 	}
 
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
@@ -75,8 +105,98 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if _, port, err := net.SplitHostPort(node.Addr()); err == nil && !addrGiven(fs) {
+		st.APIPort, _ = strconv.Atoi(port)
+	}
+	st.API = "http://" + node.Addr()
+	if err := writeDevState(st); err != nil {
+		return err
+	}
 	printWelcome(stdout, cfg, node.Addr(), summary.String())
+	context.AfterFunc(ctx, func() {
+		streams := 0
+		if node.API != nil {
+			streams = int(node.API.StreamCounters().Open())
+		}
+		fmt.Fprintf(stdout, "\nStopping: draining %s, up to %s …\n", plural(streams, "stream"), cfg.DrainWindow)
+	})
 	return node.Run(ctx)
+}
+
+// startDevCluster starts (or reuses) the private cluster in .tocsin/pg on port, or on a
+// free port when port is 0 or taken, and says what it did.
+func startDevCluster(ctx context.Context, stdout io.Writer, port int) (*pgcluster.Cluster, error) {
+	dir := filepath.Join(devDir, "pg")
+	fmt.Fprintln(stdout, "Starting a private PostgreSQL in "+dir+" …")
+	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: port, PortFallback: true})
+	if err != nil {
+		return nil, err
+	}
+	if pid := cluster.Reused(); pid != 0 {
+		fmt.Fprintf(stdout, "Reusing the PostgreSQL (pid %d) left running by an earlier `tocsin dev` in this folder.\n", pid)
+	}
+	if port != 0 && cluster.Port() != port {
+		fmt.Fprintf(stdout, "Port %d is taken: PostgreSQL now listens on %d (kept for next time).\n", port, cluster.Port())
+	}
+	fmt.Fprintf(stdout, "PostgreSQL: port %d, data in %s, fsync=off and synchronous_commit=off (fast, not crash-safe).\n",
+		cluster.Port(), relative(cluster.DataDir()))
+	if cluster.RunAs() != "" {
+		fmt.Fprintf(stdout, "It runs as the %s user, since tocsin runs as root (no other permission is changed).\n", cluster.RunAs())
+	}
+	if err := createDatabase(ctx, cluster.URL("postgres"), "tocsin"); err != nil {
+		_ = cluster.Stop()
+		return nil, err
+	}
+	return cluster, nil
+}
+
+// addrGiven reports whether --addr or TOCSIN_ADDR names the API's address.
+func addrGiven(fs *flagSet) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "addr" })
+	_, env := os.LookupEnv("TOCSIN_ADDR")
+	return given || env
+}
+
+// devAddr is the API's address: the port kept from the last start, else the default's
+// (8080), else a free port when that one is taken.
+func devAddr(stdout io.Writer, def string, kept int) string {
+	host, defPort, err := net.SplitHostPort(def)
+	if err != nil {
+		return def
+	}
+	want := defPort
+	if kept != 0 {
+		want = strconv.Itoa(kept)
+	}
+	if l, err := net.Listen("tcp", net.JoinHostPort(host, want)); err == nil {
+		_ = l.Close()
+		return net.JoinHostPort(host, want)
+	}
+	addr := net.JoinHostPort(host, "0")
+	if l, err := net.Listen("tcp", addr); err == nil {
+		addr = l.Addr().String()
+		_ = l.Close()
+	}
+	fmt.Fprintf(stdout, "Port %s is taken: the API listens on %s (kept for next time).\n", want, addr)
+	return addr
+}
+
+// relative shortens path to one under the working directory when it is.
+func relative(path string) string {
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, path); err == nil && !strings.HasPrefix(rel, "..") {
+			return rel
+		}
+	}
+	return path
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 func createDatabase(ctx context.Context, adminURL, name string) error {

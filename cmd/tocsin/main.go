@@ -11,13 +11,14 @@
 //	tocsin switch push|capture on|off
 //	tocsin capture drop-slot        drop this database's replication slot
 //	tocsin token --sub ID           mint a development token
-//	tocsin bench capture            measure what trigger capture costs the application
+//	tocsin bench capture|latency|streams  measure capture cost, latency, held streams
+//	tocsin version                  version and build information
+//	tocsin help COMMAND             a command's usage and flags
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,15 +42,20 @@ func commands() []command {
 		{"capture", "drop-slot: drop this database's replication slot", runCapture},
 		{"token", "mint an HS256 token for development and scripts", runToken},
 		{"bench", "capture|latency|streams: measure capture cost, commit→client latency, held streams", runBench},
+		{"version", "print the version and build information", runVersion},
+		{"help", "COMMAND: show a command's usage and flags", nil},
 	}
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal closed) stops as cleanly as Ctrl-C and SIGTERM.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return // -h printed the command's flags
+		var help *helpRequest
+		if errors.As(err, &help) {
+			help.print(os.Stdout)
+			return
 		}
 		fmt.Fprintln(os.Stderr, "tocsin:", err)
 		os.Exit(1)
@@ -57,17 +63,30 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
-		return nil
+	if len(args) == 0 || isHelp(args[0]) {
+		if len(args) > 1 && args[0] == "help" {
+			// tocsin help CMD [SUB] is tocsin CMD [SUB] --help.
+			return run(ctx, append(args[1:], "--help"), stdout)
+		}
+		return &helpRequest{print: usage}
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
 	}
 	for _, c := range commands() {
-		if c.name == args[0] {
+		if c.name == args[0] && c.run != nil {
 			return c.run(ctx, args[1:], stdout)
 		}
 	}
-	usage(os.Stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	msg := fmt.Sprintf("unknown command %q", args[0])
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	if s := closestWord(args[0], names); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return errors.New(msg + "; run `tocsin help` for the list")
 }
 
 func usage(w io.Writer) {
@@ -75,7 +94,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.usage)
 	}
-	fmt.Fprintln(w, "\nRun `tocsin COMMAND -h` for a command's flags.")
+	fmt.Fprintln(w, "\nRun `tocsin COMMAND --help` (or `tocsin help COMMAND`) for a command's flags.")
 }
 
 func newLogger(level, format string) *slog.Logger {

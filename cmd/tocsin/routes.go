@@ -2,28 +2,35 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 
-	"github.com/tocsin/tocsin/internal/config"
 	"github.com/tocsin/tocsin/internal/routes"
 )
 
+var routesCommands = [][2]string{
+	{"check FILE", "validate a routes file against the database's catalog"},
+	{"apply FILE", "validate and install a routes file in one transaction"},
+}
+
 func runRoutes(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "check" && args[0] != "apply") {
-		return errors.New("usage: tocsin routes check|apply FILE")
+		return groupUsage(args, "tocsin routes", "tocsin routes check|apply FILE [flags]", routesCommands)
 	}
 	action, rest := args[0], args[1:]
+	about := map[string]string{
+		"check": "Validate a routes file: its syntax, then its tables, columns and recipient SQL against\nthe database. Errors name the file, line, route and field.",
+		"apply": "Validate and install a routes file in one transaction (all-or-nothing, idempotent): a\nroute removed from the file loses its trigger.",
+	}[action]
+	fs := newFlagSet("tocsin routes "+action, "tocsin routes "+action+" FILE [flags]", about+
+		"\nWithout --database-url or TOCSIN_DATABASE_URL, uses the database of `tocsin dev` in this folder.")
 	// FILE may come before the flags (`routes check routes.yaml --database-url …`) or after.
 	var file string
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		file, rest = rest[0], rest[1:]
 	}
-	fs := flag.NewFlagSet("tocsin routes "+action, flag.ContinueOnError)
-	cfg, err := config.Load(fs, rest)
+	cfg, err := fs.load(rest, "database-url", "capture-default")
 	if err != nil {
 		return err
 	}
@@ -37,7 +44,7 @@ func runRoutes(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	f.SetDefaultCapture(routes.Capture(cfg.CaptureDefault))
-	pool, err := connect(ctx, cfg)
+	pool, err := connect(ctx, cfg, useDevDatabase(cfg))
 	if err != nil {
 		return err
 	}

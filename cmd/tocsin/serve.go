@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 
@@ -14,9 +13,17 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, _ io.Writer) error {
-	cfg, err := config.Load(flag.NewFlagSet("tocsin serve", flag.ContinueOnError), args)
+	fs := newFlagSet("tocsin serve", "tocsin serve [flags]",
+		"Run a node: the API, the sequencer, capture and River's workers (split with --roles).\n"+
+			"Every flag can be set by its TOCSIN_* variable instead; SIGTERM stops cleanly.")
+	cfg, err := fs.load(args)
 	if err != nil {
 		return err
+	}
+	if cfg.DatabaseURL != "" && cfg.Has("api") {
+		if err := checkSecret(cfg.JWTSecret); err != nil {
+			return err
+		}
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 	node, err := app.New(ctx, cfg, log)
@@ -27,7 +34,11 @@ func runServe(ctx context.Context, args []string, _ io.Writer) error {
 }
 
 func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
-	_, pool, err := openDatabase(ctx, flag.NewFlagSet("tocsin migrate", flag.ContinueOnError), args)
+	fs := newFlagSet("tocsin migrate", "tocsin migrate [flags]",
+		"Apply Tocsin's and River's migrations (schema tocsin). Idempotent, safe from many\n"+
+			"processes at once. Without --database-url or TOCSIN_DATABASE_URL, migrates the\n"+
+			"database of `tocsin dev` in this folder.")
+	_, pool, err := openDatabase(ctx, fs, args)
 	if err != nil {
 		return err
 	}
@@ -45,28 +56,33 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// openDatabase loads the configuration of command name from args and connects to its
-// database. The caller closes the pool.
-func openDatabase(ctx context.Context, fs *flag.FlagSet, args []string) (*config.Config, *pgxpool.Pool, error) {
-	cfg, err := config.Load(fs, args)
+// openDatabase loads the flags of a command that only needs a database (plus extra
+// settings, by flag name) and connects. Without --database-url or TOCSIN_DATABASE_URL it
+// uses the database of `tocsin dev` in this folder. The caller closes the pool.
+func openDatabase(ctx context.Context, fs *flagSet, args []string, extra ...string) (*config.Config, *pgxpool.Pool, error) {
+	cfg, err := fs.load(args, append([]string{"database-url"}, extra...)...)
 	if err != nil {
 		return nil, nil, err
 	}
-	pool, err := connect(ctx, cfg)
+	pool, err := connect(ctx, cfg, useDevDatabase(cfg))
 	return cfg, pool, err
 }
 
-func connect(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
+func connect(ctx context.Context, cfg *config.Config, src devSource) (*pgxpool.Pool, error) {
 	if cfg.DatabaseURL == "" {
-		return nil, fmt.Errorf("no database: set TOCSIN_DATABASE_URL or --database-url")
+		return nil, fmt.Errorf("no database: set TOCSIN_DATABASE_URL or --database-url (or start `tocsin dev` in this folder)")
+	}
+	what := "the database"
+	if src.database {
+		what = "the database of `tocsin dev` (is it running?)"
 	}
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the database: %w", err)
+		return nil, fmt.Errorf("connecting to %s: %w", what, err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connecting to the database: %w", err)
+		return nil, fmt.Errorf("connecting to %s: %w", what, err)
 	}
 	return pool, nil
 }

@@ -2,29 +2,50 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 )
 
+var switchCommands = [][2]string{
+	{"push on|off", "off: open streams end with push-disabled, new ones get 204; polling is unaffected"},
+	{"capture on|off", "off: every route trigger returns at once (changes made meanwhile are not captured)"},
+}
+
 // runSwitch flips a runtime switch stored in tocsin.setting. Route triggers read `capture`
 // on every write; nodes read `push` (see the README's "Runtime switches").
 func runSwitch(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) < 2 || (args[0] != "push" && args[0] != "capture") || (args[1] != "on" && args[1] != "off") {
-		return errors.New("usage: tocsin switch push|capture on|off")
+	if len(args) < 1 || (args[0] != "push" && args[0] != "capture") {
+		return groupUsage(args, "tocsin switch", "tocsin switch push|capture on|off [flags]", switchCommands)
 	}
-	_, pool, err := openDatabase(ctx, flag.NewFlagSet("tocsin switch", flag.ContinueOnError), args[2:])
+	name := args[0]
+	fs := newFlagSet("tocsin switch "+name, "tocsin switch "+name+" on|off [flags]",
+		"Flip the "+name+" switch on every node within a second.\n"+
+			"Without --database-url or TOCSIN_DATABASE_URL, uses the database of `tocsin dev` in this folder.")
+	rest := args[1:]
+	var state string
+	if len(rest) > 0 && (rest[0] == "on" || rest[0] == "off") {
+		state, rest = rest[0], rest[1:]
+	}
+	cfg, err := fs.load(rest, "database-url")
+	if err != nil {
+		return err
+	}
+	if state == "" && fs.NArg() == 1 && (fs.Arg(0) == "on" || fs.Arg(0) == "off") {
+		state = fs.Arg(0)
+	} else if state == "" || fs.NArg() != 0 {
+		return fmt.Errorf("usage: tocsin switch %s on|off [flags]", name)
+	}
+	pool, err := connect(ctx, cfg, useDevDatabase(cfg))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	value := args[1] == "on"
+	value := state == "on"
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO tocsin.setting (key, value, updated_at) VALUES ($1, to_jsonb($2::boolean), now())
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()`, args[0], value); err != nil {
-		return fmt.Errorf("switching %s %s: %w", args[0], args[1], err)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()`, name, value); err != nil {
+		return fmt.Errorf("switching %s %s: %w", name, state, err)
 	}
-	fmt.Fprintf(stdout, "%s is %s\n", args[0], args[1])
+	fmt.Fprintf(stdout, "%s is %s\n", name, state)
 	return nil
 }

@@ -69,15 +69,21 @@ type Config struct {
 
 type setting struct {
 	flag, env, def, usage string
-	set                   func(c *Config, v string) error
+	set                   setter
+}
+
+// setter parses a setting's value into a Config; kind names the value's type in -h.
+type setter struct {
+	kind string
+	fn   func(c *Config, v string) error
 }
 
 func settings() []setting {
-	str := func(p func(*Config) *string) func(*Config, string) error {
-		return func(c *Config, v string) error { *p(c) = v; return nil }
+	str := func(p func(*Config) *string) setter {
+		return setter{"string", func(c *Config, v string) error { *p(c) = v; return nil }}
 	}
-	dur := func(p func(*Config) *time.Duration) func(*Config, string) error {
-		return func(c *Config, v string) error {
+	dur := func(p func(*Config) *time.Duration) setter {
+		return setter{"duration", func(c *Config, v string) error {
 			d, err := ParseDuration(v)
 			if err != nil {
 				return err
@@ -87,17 +93,17 @@ func settings() []setting {
 			}
 			*p(c) = d
 			return nil
-		}
+		}}
 	}
-	num := func(p func(*Config) *int) func(*Config, string) error {
-		return func(c *Config, v string) error {
+	num := func(p func(*Config) *int) setter {
+		return setter{"int", func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
 				return fmt.Errorf("must be a whole number >= 0, got %q", v)
 			}
 			*p(c) = n
 			return nil
-		}
+		}}
 	}
 	return []setting{
 		{"database-url", "TOCSIN_DATABASE_URL", "", "PostgreSQL connection string", str(func(c *Config) *string { return &c.DatabaseURL })},
@@ -105,7 +111,7 @@ func settings() []setting {
 		{"jwt-secret", "TOCSIN_JWT_SECRET", "", "HS256 secret for bearer tokens (at least 32 bytes)", str(func(c *Config) *string { return &c.JWTSecret })},
 		{"jwks-url", "TOCSIN_JWKS_URL", "", "identity provider's JSON Web Key Set; tokens are verified with its keys (instead of --jwt-secret)", str(func(c *Config) *string { return &c.JWKSURL })},
 		{"jwt-algorithms", "TOCSIN_JWT_ALGORITHMS", "RS256", "comma list of algorithms accepted with --jwks-url: RS256, RS384, RS512, PS256, ES256, ES384, EdDSA", str(func(c *Config) *string { return &c.JWTAlgorithms })},
-		{"jwt-leeway", "TOCSIN_JWT_LEEWAY", "30s", "clock skew tolerated on a token's exp, nbf and iat", func(c *Config, v string) error {
+		{"jwt-leeway", "TOCSIN_JWT_LEEWAY", "30s", "clock skew tolerated on a token's exp, nbf and iat", setter{"duration", func(c *Config, v string) error {
 			d, err := ParseDuration(v)
 			if err != nil {
 				return err
@@ -115,7 +121,7 @@ func settings() []setting {
 			}
 			c.JWTLeeway = d
 			return nil
-		}},
+		}}},
 		{"jwt-issuer", "TOCSIN_JWT_ISSUER", "", "required iss claim, when set", str(func(c *Config) *string { return &c.JWTIssuer })},
 		{"jwt-audience", "TOCSIN_JWT_AUDIENCE", "", "required aud claim, when set", str(func(c *Config) *string { return &c.JWTAudience })},
 		{"long-poll-max", "TOCSIN_LONG_POLL_MAX", "60s", "longest long poll; larger waits are clamped", dur(func(c *Config) *time.Duration { return &c.LongPollMax })},
@@ -134,14 +140,14 @@ func settings() []setting {
 		{"cors-origins", "TOCSIN_CORS_ORIGINS", "", "comma list of exact origins allowed to call the API from a browser", str(func(c *Config) *string { return &c.CORSOrigins })},
 		{"drain-window", "TOCSIN_DRAIN_WINDOW", "5s", "on shutdown, streams end at random moments within this window", dur(func(c *Config) *time.Duration { return &c.DrainWindow })},
 		{"capture-default", "TOCSIN_CAPTURE_DEFAULT", "trigger", "capture mode of routes that do not name one: trigger or replication", str(func(c *Config) *string { return &c.CaptureDefault })},
-		{"slot-wal-warn-bytes", "TOCSIN_SLOT_WAL_WARN_BYTES", "1073741824", "WAL the replication slot may retain before /readyz fails and a warning is logged", func(c *Config, v string) error {
+		{"slot-wal-warn-bytes", "TOCSIN_SLOT_WAL_WARN_BYTES", "1073741824", "WAL the replication slot may retain before /readyz fails and a warning is logged", setter{"bytes", func(c *Config, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n <= 0 {
 				return fmt.Errorf("must be a positive number of bytes, got %q", v)
 			}
 			c.SlotWALWarnBytes = n
 			return nil
-		}},
+		}}},
 		{"message-group-window", "TOCSIN_MESSAGE_GROUP_WINDOW", "30s", "window of published messages that name a group", dur(func(c *Config) *time.Duration { return &c.MessageGroupWindow })},
 		{"message-group-max", "TOCSIN_MESSAGE_GROUP_MAX", "50", "messages of a group that close its window early", num(func(c *Config) *int { return &c.MessageGroupMax })},
 		{"group-tick", "TOCSIN_GROUP_TICK", "100ms", "how often due digests are promoted and the digest queue polls (bounds window end to delivery)", dur(func(c *Config) *time.Duration { return &c.GroupTick })},
@@ -158,13 +164,31 @@ func settings() []setting {
 	}
 }
 
-// Load reads the configuration from args (flags) and the environment. The flags are
-// registered on fs, so that -h lists them with their environment variable.
+// Load reads the whole configuration from args (flags) and the environment. Every setting
+// is registered on fs, so that -h lists them with their type, default and variable.
 func Load(fs *flag.FlagSet, args []string) (*Config, error) {
+	return loadSettings(fs, args, nil)
+}
+
+// LoadOnly is Load for a command that uses only the named settings (flag names, e.g.
+// "database-url"): only those become flags and are read from the environment; the others
+// keep their defaults.
+func LoadOnly(fs *flag.FlagSet, args []string, names ...string) (*Config, error) {
+	only := map[string]bool{}
+	for _, n := range names {
+		only[n] = true
+	}
+	return loadSettings(fs, args, only)
+}
+
+func loadSettings(fs *flag.FlagSet, args []string, only map[string]bool) (*Config, error) {
 	all := settings()
-	values := make([]*string, len(all))
+	values := make([]*Value, len(all))
 	for i, s := range all {
-		values[i] = fs.String(s.flag, s.def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
+		values[i] = &Value{s: s.def, kind: s.set.kind}
+		if only == nil || only[s.flag] {
+			fs.Var(values[i], s.flag, fmt.Sprintf("%s (env %s)", s.usage, s.env))
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -174,11 +198,11 @@ func Load(fs *flag.FlagSet, args []string) (*Config, error) {
 	c := &Config{}
 	var errs []error
 	for i, s := range all {
-		v, source := *values[i], "--"+s.flag
-		if env, ok := os.LookupEnv(s.env); ok && !given[s.flag] {
+		v, source := values[i].s, "--"+s.flag
+		if env, ok := os.LookupEnv(s.env); ok && !given[s.flag] && (only == nil || only[s.flag]) {
 			v, source = env, s.env
 		}
-		if err := s.set(c, v); err != nil {
+		if err := s.set.fn(c, v); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", source, err))
 		}
 	}
@@ -187,6 +211,26 @@ func Load(fs *flag.FlagSet, args []string) (*Config, error) {
 	}
 	return c, errors.Join(errs...)
 }
+
+// Value is a setting's flag. It keeps the text given and checks it after parsing, so
+// that an error names where the value came from (flag or variable). Type names the value's
+// type for usage listings: string, duration, int or bytes.
+type Value struct {
+	s, kind string
+}
+
+func (v *Value) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.s
+}
+
+// Set records the flag's text.
+func (v *Value) Set(s string) error { v.s = s; return nil }
+
+// Type is the setting's type, for usage listings.
+func (v *Value) Type() string { return v.kind }
 
 func (c *Config) validate() error {
 	var errs []error

@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -34,7 +35,7 @@ func Parse(filename string, data []byte) (*File, error) {
 	f := &File{Name: filename}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, p.yamlError(err)
+		return nil, p.yamlError(data, err)
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, &Error{File: filename, Line: 1, Field: "routes", Err: errors.New("is required (the file is empty)")}
@@ -91,16 +92,38 @@ func (p *parser) add(line int, route, field, format string, args ...any) {
 // yamlLine matches the line yaml.v3 puts in its syntax errors.
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
 
-func (p *parser) yamlError(err error) error {
-	msg := err.Error()
-	line := 1
+// yamlError reports a YAML syntax error at the line at fault. yaml.v3 often names the line
+// before the enclosing block or flow collection (line 1 for a bad indentation anywhere in
+// the routes list), so the line at fault is found as the last line of the shortest prefix
+// of the file that fails with the same message.
+func (p *parser) yamlError(data []byte, err error) error {
+	msg, at := splitYAMLError(err)
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	for k := 1; k <= len(lines); k++ {
+		var doc yaml.Node
+		perr := yaml.Unmarshal(bytes.Join(lines[:k], nil), &doc)
+		if perr == nil {
+			continue
+		}
+		if m, _ := splitYAMLError(perr); m == msg {
+			at = k
+			break
+		}
+	}
+	if at == 0 {
+		at = 1
+	}
+	return &Error{File: p.file, Line: at, Err: fmt.Errorf("invalid YAML: %s", msg)}
+}
+
+// splitYAMLError returns a yaml.v3 syntax error's message and line (0 when it names none).
+func splitYAMLError(err error) (msg string, line int) {
+	msg = err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		line, _ = strconv.Atoi(m[1])
-		msg = msg[len(m[0]):]
-	} else {
-		msg = strings.TrimPrefix(msg, "yaml: ")
+		return msg[len(m[0]):], line
 	}
-	return &Error{File: p.file, Line: line, Err: fmt.Errorf("invalid YAML: %s", msg)}
+	return strings.TrimPrefix(msg, "yaml: "), 0
 }
 
 // fields calls fn for each key of mapping n; fn returns false for a key it does not know.

@@ -119,6 +119,13 @@ func TestParseErrors(t *testing.T) {
 		{"empty file", ``, `routes.yaml:1: routes: is required (the file is empty)`},
 		{"bad yaml", "routes: [\n", `routes.yaml:1: invalid YAML: did not find expected node content`},
 		{"tabs", "routes:\n\t- name: r\n", `routes.yaml:2: invalid YAML: found character that cannot start any token`},
+		// yaml.v3 itself says line 1 for these: the error is on the line at fault.
+		{"bad indentation", okRoute + "   kind: change\n", `routes.yaml:6: invalid YAML: did not find expected '-' indicator`},
+		{"key outdented", okRoute + "  kind: change\n", `routes.yaml:6: invalid YAML: did not find expected '-' indicator`},
+		{"list item in a mapping", okRoute + "    - payload\n", `routes.yaml:6: invalid YAML: did not find expected key`},
+		{"unknown anchor", okRoute + "    kind: *x\n", `routes.yaml:6: invalid YAML: unknown anchor 'x' referenced`},
+		{"unclosed flow list", okRoute + "    on: [insert\n    kind: change\n",
+			`routes.yaml:6: invalid YAML: did not find expected ',' or ']'`},
 		{"not a mapping", "- a\n", `routes.yaml:1: want a mapping with a routes list`},
 		{"no routes", "other: 1\n", "routes.yaml:1: other: unknown field\nroutes.yaml:1: routes: is required"},
 		{"routes not a list", "routes: {a: 1}\n", `routes.yaml:1: routes: must be a list`},
