@@ -20,7 +20,7 @@ func runServe(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.DatabaseURL != "" && cfg.Has("api") {
+	if cfg.DatabaseURL != "" && cfg.Has("api") && cfg.JWKSURL == "" {
 		if err := checkSecret(cfg.JWTSecret); err != nil {
 			return err
 		}

@@ -304,7 +304,7 @@ func newVerifier(cfg *config.Config, log *slog.Logger) (*auth.Verifier, error) {
 	}
 	v, err := auth.NewVerifier(acfg)
 	if err != nil {
-		return nil, fmt.Errorf("configuring token verification (%s): %w", source, err)
+		return nil, fmt.Errorf("%w (set %s)", err, source)
 	}
 	return v, nil
 }
