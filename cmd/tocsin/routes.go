@@ -53,6 +53,9 @@ func runRoutes(ctx context.Context, args []string, stdout io.Writer) error {
 		if err := routes.Check(ctx, pool, f); err != nil {
 			return err
 		}
+		for _, n := range f.Notes {
+			fmt.Fprintln(stdout, n)
+		}
 		fmt.Fprintf(stdout, "%s: %d routes ok\n", file, len(f.Routes))
 		return nil
 	}

@@ -2,7 +2,7 @@
 // configuration and runs them under one errgroup.
 //
 // Start order: database pool → schema check → hub, doorbell and settings watcher →
-// sequencer → capture → River → HTTP. Shutdown order (on SIGTERM or a service failing):
+// sequencer → capture (replication and Debezium) → River → HTTP. Shutdown order (on SIGTERM or a service failing):
 // the HTTP server stops accepting, answers its parked long polls with empty pages and ends
 // its streams with "reconnect" over the drain window; then River, capture, the sequencer,
 // the doorbell, the settings watcher and the hub stop, then the pool closes.
@@ -28,6 +28,7 @@ import (
 	"github.com/tocsin/tocsin/internal/auth"
 	"github.com/tocsin/tocsin/internal/capture"
 	"github.com/tocsin/tocsin/internal/config"
+	"github.com/tocsin/tocsin/internal/debezium"
 	"github.com/tocsin/tocsin/internal/doorbell"
 	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/grouping"
@@ -57,6 +58,9 @@ type Node struct {
 	// Capture is the replication capture consumer; nil without the capture role. It
 	// streams only while replication routes exist (and idles otherwise).
 	Capture *capture.Consumer
+	// Debezium is the Debezium capture consumer; nil without the capture role. It reads
+	// Kafka only while debezium routes exist (and idles otherwise).
+	Debezium *debezium.Consumer
 	// Settings watches the runtime switches (push); nil without the api role.
 	Settings *settings.Watcher
 	// Metrics are the node's Prometheus metrics, served at GET /metrics.
@@ -117,6 +121,13 @@ func (n *Node) build(ctx context.Context) error {
 	if n.cfg.Has("capture") {
 		n.Capture = capture.New(n.pool, capture.Config{DatabaseURL: n.cfg.DatabaseURL, WakeFunc: n.Sequencer.Wake,
 			SlotWALWarnBytes: n.cfg.SlotWALWarnBytes}, n.log.With(slog.String("service", "capture")))
+		n.Debezium = debezium.New(n.pool, debezium.Config{
+			Kafka: debezium.Kafka{Brokers: debezium.ParseBrokers(n.cfg.KafkaBrokers), Group: n.cfg.KafkaGroup,
+				InstanceID: n.cfg.KafkaInstanceID, TLS: n.cfg.KafkaTLS, CAFile: n.cfg.KafkaTLSCAFile,
+				CertFile: n.cfg.KafkaTLSCertFile, KeyFile: n.cfg.KafkaTLSKeyFile, ServerName: n.cfg.KafkaTLSServerName,
+				SASLMechanism: n.cfg.KafkaSASLMechanism, SASLUser: n.cfg.KafkaSASLUser, SASLPassword: n.cfg.KafkaSASLPassword},
+			TopicPrefix: n.cfg.DebeziumTopicPrefix, StartAt: n.cfg.DebeziumStart, WakeFunc: n.Sequencer.Wake,
+		}, n.log.With(slog.String("service", "debezium")))
 	}
 
 	// Every role uses River: workers run it; the sequencer enqueues flush jobs and the API
@@ -211,6 +222,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.Capture != nil {
 		services.Go(func() error { return n.Capture.Run(bg) })
+	}
+	if n.Debezium != nil {
+		services.Go(func() error { return n.Debezium.Run(bg) })
 	}
 	if n.river != nil && n.cfg.Has("worker") {
 		if err := n.river.Start(bg); err != nil {

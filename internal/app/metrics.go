@@ -2,9 +2,11 @@ package app
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/tocsin/tocsin/internal/capture"
+	"github.com/tocsin/tocsin/internal/debezium"
 	"github.com/tocsin/tocsin/internal/stream"
 )
 
@@ -27,6 +29,24 @@ func (n *Node) instrument() {
 					return time.Since(at).Seconds()
 				}
 				return 0
+			})
+	}
+	if d := n.Debezium; d != nil {
+		skipped := map[string]func() float64{}
+		for _, r := range []string{debezium.ReasonNotJSON, debezium.ReasonNotEnvelope, debezium.ReasonUnknownTable} {
+			skipped[r] = func() float64 { return float64(d.Skipped()[r]) }
+		}
+		m.CounterFuncs("tocsin_debezium_skipped_total",
+			"Kafka records skipped as poison (logged at ERROR with topic, partition and offset), by reason.", "reason", skipped)
+		m.CounterFunc("tocsin_debezium_resent_total",
+			"Change events Debezium sent again after its own restart, recognised and skipped.",
+			func() float64 { return float64(d.Resent()) })
+		m.GaugeVecFunc("tocsin_debezium_partition_lag",
+			"Records of a Kafka partition not yet applied (high watermark minus the stored next offset).",
+			[]string{"topic", "partition"}, func(emit func(float64, ...string)) {
+				for _, l := range d.Lag() {
+					emit(float64(l.Lag), l.Topic, strconv.Itoa(int(l.Partition)))
+				}
 			})
 	}
 	m.OutboxBacklog(n.pool)

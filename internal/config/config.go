@@ -46,8 +46,23 @@ type Config struct {
 	DrainWindow            time.Duration
 
 	// Replication capture.
-	CaptureDefault   string // capture mode of routes that name none: trigger or replication
+	CaptureDefault   string // capture mode of routes that name none: trigger, replication or debezium
 	SlotWALWarnBytes int64  // retained WAL past which /readyz fails and a warning is logged
+
+	// Debezium capture: Kafka and the connector's topics.
+	KafkaBrokers        string // comma list
+	KafkaGroup          string
+	KafkaInstanceID     string
+	KafkaTLS            bool
+	KafkaTLSCAFile      string
+	KafkaTLSCertFile    string
+	KafkaTLSKeyFile     string
+	KafkaTLSServerName  string
+	KafkaSASLMechanism  string
+	KafkaSASLUser       string
+	KafkaSASLPassword   string
+	DebeziumTopicPrefix string
+	DebeziumStart       string // earliest or latest
 
 	// Grouping, inbox and publishing.
 	MessageGroupWindow time.Duration
@@ -95,6 +110,16 @@ func settings() []setting {
 			return nil
 		}}
 	}
+	boolean := func(p func(*Config) *bool) setter {
+		return setter{"bool", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("must be true or false, got %q", v)
+			}
+			*p(c) = b
+			return nil
+		}}
+	}
 	num := func(p func(*Config) *int) setter {
 		return setter{"int", func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
@@ -139,7 +164,7 @@ func settings() []setting {
 		{"max-connections", "TOCSIN_MAX_CONNECTIONS", "0", "open streams plus long polls per node (503 beyond); 0 = 80% of the open-files limit", num(func(c *Config) *int { return &c.MaxConnections })},
 		{"cors-origins", "TOCSIN_CORS_ORIGINS", "", "comma list of exact origins allowed to call the API from a browser", str(func(c *Config) *string { return &c.CORSOrigins })},
 		{"drain-window", "TOCSIN_DRAIN_WINDOW", "5s", "on shutdown, streams end at random moments within this window", dur(func(c *Config) *time.Duration { return &c.DrainWindow })},
-		{"capture-default", "TOCSIN_CAPTURE_DEFAULT", "trigger", "capture mode of routes that do not name one: trigger or replication", str(func(c *Config) *string { return &c.CaptureDefault })},
+		{"capture-default", "TOCSIN_CAPTURE_DEFAULT", "trigger", "capture mode of routes that do not name one: trigger, replication or debezium", str(func(c *Config) *string { return &c.CaptureDefault })},
 		{"slot-wal-warn-bytes", "TOCSIN_SLOT_WAL_WARN_BYTES", "1073741824", "WAL the replication slot may retain before /readyz fails and a warning is logged", setter{"bytes", func(c *Config, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n <= 0 {
@@ -148,6 +173,19 @@ func settings() []setting {
 			c.SlotWALWarnBytes = n
 			return nil
 		}}},
+		{"kafka-brokers", "TOCSIN_KAFKA_BROKERS", "", "comma list of Kafka brokers (host:port) that debezium routes read from", str(func(c *Config) *string { return &c.KafkaBrokers })},
+		{"kafka-group", "TOCSIN_KAFKA_GROUP", "tocsin", "Kafka consumer group of the Debezium consumer", str(func(c *Config) *string { return &c.KafkaGroup })},
+		{"kafka-instance-id", "TOCSIN_KAFKA_INSTANCE_ID", "", "static group membership: an id unique to this node, which keeps its partitions across a quick restart", str(func(c *Config) *string { return &c.KafkaInstanceID })},
+		{"kafka-tls", "TOCSIN_KAFKA_TLS", "false", "connect to Kafka over TLS (system roots unless a CA file is given)", boolean(func(c *Config) *bool { return &c.KafkaTLS })},
+		{"kafka-tls-ca-file", "TOCSIN_KAFKA_TLS_CA_FILE", "", "PEM file of the CA that signed the brokers' certificates (implies TLS)", str(func(c *Config) *string { return &c.KafkaTLSCAFile })},
+		{"kafka-tls-cert-file", "TOCSIN_KAFKA_TLS_CERT_FILE", "", "PEM client certificate for mutual TLS (with the key file)", str(func(c *Config) *string { return &c.KafkaTLSCertFile })},
+		{"kafka-tls-key-file", "TOCSIN_KAFKA_TLS_KEY_FILE", "", "PEM key of the client certificate", str(func(c *Config) *string { return &c.KafkaTLSKeyFile })},
+		{"kafka-tls-server-name", "TOCSIN_KAFKA_TLS_SERVER_NAME", "", "name to verify in the brokers' certificates, when not the host dialed", str(func(c *Config) *string { return &c.KafkaTLSServerName })},
+		{"kafka-sasl-mechanism", "TOCSIN_KAFKA_SASL_MECHANISM", "", "SASL authentication: plain, scram-sha-256 or scram-sha-512 (none when empty)", str(func(c *Config) *string { return &c.KafkaSASLMechanism })},
+		{"kafka-sasl-user", "TOCSIN_KAFKA_SASL_USER", "", "SASL user name", str(func(c *Config) *string { return &c.KafkaSASLUser })},
+		{"kafka-sasl-password", "TOCSIN_KAFKA_SASL_PASSWORD", "", "SASL password (prefer the environment to the flag)", str(func(c *Config) *string { return &c.KafkaSASLPassword })},
+		{"debezium-topic-prefix", "TOCSIN_DEBEZIUM_TOPIC_PREFIX", "", "Debezium's topic.prefix: a debezium route on table S.T reads topic PREFIX.S.T", str(func(c *Config) *string { return &c.DebeziumTopicPrefix })},
+		{"debezium-start", "TOCSIN_DEBEZIUM_START", "earliest", "where a partition Tocsin never read starts: earliest (every retained event) or latest", str(func(c *Config) *string { return &c.DebeziumStart })},
 		{"message-group-window", "TOCSIN_MESSAGE_GROUP_WINDOW", "30s", "window of published messages that name a group", dur(func(c *Config) *time.Duration { return &c.MessageGroupWindow })},
 		{"message-group-max", "TOCSIN_MESSAGE_GROUP_MAX", "50", "messages of a group that close its window early", num(func(c *Config) *int { return &c.MessageGroupMax })},
 		{"group-tick", "TOCSIN_GROUP_TICK", "100ms", "how often due digests are promoted and the digest queue polls (bounds window end to delivery)", dur(func(c *Config) *time.Duration { return &c.GroupTick })},
@@ -242,9 +280,19 @@ func (c *Config) validate() error {
 		}
 	}
 	switch c.CaptureDefault {
-	case "trigger", "replication":
+	case "trigger", "replication", "debezium":
 	default:
-		errs = append(errs, fmt.Errorf("--capture-default (TOCSIN_CAPTURE_DEFAULT): %q is not trigger or replication", c.CaptureDefault))
+		errs = append(errs, fmt.Errorf("--capture-default (TOCSIN_CAPTURE_DEFAULT): %q is not trigger, replication or debezium", c.CaptureDefault))
+	}
+	switch c.DebeziumStart {
+	case "earliest", "latest":
+	default:
+		errs = append(errs, fmt.Errorf("--debezium-start (TOCSIN_DEBEZIUM_START): %q is not earliest or latest", c.DebeziumStart))
+	}
+	switch c.KafkaSASLMechanism {
+	case "", "plain", "scram-sha-256", "scram-sha-512":
+	default:
+		errs = append(errs, fmt.Errorf("--kafka-sasl-mechanism (TOCSIN_KAFKA_SASL_MECHANISM): %q is not plain, scram-sha-256 or scram-sha-512", c.KafkaSASLMechanism))
 	}
 	switch c.LogFormat {
 	case "text", "json":

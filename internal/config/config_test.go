@@ -41,3 +41,21 @@ func TestRoles(t *testing.T) {
 	require.True(t, c.Has("api"))
 	require.False(t, c.Has("sequencer"))
 }
+
+func TestKafkaSettings(t *testing.T) {
+	t.Setenv("TOCSIN_KAFKA_BROKERS", "k1:9092,k2:9092")
+	t.Setenv("TOCSIN_KAFKA_SASL_PASSWORD", "s3cret")
+	c, err := load(t, "--kafka-sasl-mechanism", "scram-sha-512", "--kafka-tls", "true", "--debezium-topic-prefix", "app")
+	require.NoError(t, err)
+	require.Equal(t, "k1:9092,k2:9092", c.KafkaBrokers)
+	require.Equal(t, "tocsin", c.KafkaGroup)
+	require.Equal(t, "earliest", c.DebeziumStart)
+	require.True(t, c.KafkaTLS)
+	require.Equal(t, "scram-sha-512", c.KafkaSASLMechanism)
+	require.Equal(t, "s3cret", c.KafkaSASLPassword)
+
+	_, err = load(t, "--kafka-sasl-mechanism", "gssapi", "--kafka-tls", "maybe", "--debezium-start", "now")
+	require.ErrorContains(t, err, `--kafka-tls: must be true or false, got "maybe"`)
+	require.ErrorContains(t, err, `TOCSIN_KAFKA_SASL_MECHANISM): "gssapi" is not plain, scram-sha-256 or scram-sha-512`)
+	require.ErrorContains(t, err, `TOCSIN_DEBEZIUM_START): "now" is not earliest or latest`)
+}

@@ -139,3 +139,27 @@ func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, c.kind, f(), label)
 	}
 }
+
+// CounterFunc registers a counter whose value is read at scrape time.
+func (m *Metrics) CounterFunc(name, help string, value func() float64) {
+	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, value))
+}
+
+// GaugeVecFunc registers a gauge family with several labels whose samples are read at
+// scrape time: collect calls emit once per sample, with one value per label.
+func (m *Metrics) GaugeVecFunc(name, help string, labels []string, collect func(emit func(v float64, labelValues ...string))) {
+	m.registry.MustRegister(&vecCollector{desc: prometheus.NewDesc(name, help, labels, nil), collect: collect})
+}
+
+type vecCollector struct {
+	desc    *prometheus.Desc
+	collect func(emit func(v float64, labelValues ...string))
+}
+
+func (c *vecCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *vecCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collect(func(v float64, labelValues ...string) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, labelValues...)
+	})
+}

@@ -88,7 +88,7 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 		r := &f.Routes[i]
 		pk := tables[r.Table].pk
 		sp := newSpec(r, pk)
-		if r.Capture == CaptureReplication && r.Recipients.SQL != "" {
+		if r.Capture != CaptureTrigger && r.Recipients.SQL != "" {
 			sp.SearchPath = searchPath
 		}
 		spec, err := json.Marshal(sp)
@@ -96,7 +96,7 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 			return s, fmt.Errorf("encoding route %q: %w", r.Name, err)
 		}
 		body := ""
-		if r.Capture != CaptureReplication {
+		if r.Capture == CaptureTrigger {
 			body = functionBody(r, pk)
 		}
 		_, exists := installed[r.Name]
@@ -133,6 +133,7 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 	if err != nil {
 		return s, err
 	}
+	s.Notes = append(s.Notes, f.Notes...)
 	s.Notes = append(s.Notes, notes...)
 	return s, nil
 }
@@ -261,7 +262,9 @@ type Spec struct {
 	WhenChanged []string       `json:"when_changed,omitempty"`
 	Group       *SpecGroup     `json:"group,omitempty"`
 	Capture     Capture        `json:"capture"`
-	// SearchPath is the search_path in effect when a replication route with a recipient
+	// Snapshot: a debezium route delivers Debezium's snapshot reads as inserts.
+	Snapshot bool `json:"snapshot,omitempty"`
+	// SearchPath is the search_path in effect when a replication or debezium route with a recipient
 	// query was applied; the consumer runs the query under it, as a trigger function pins
 	// its own.
 	SearchPath string `json:"search_path,omitempty"`
@@ -287,7 +290,7 @@ func newSpec(r *Route, pk []string) Spec {
 		Name: r.Name, Schema: r.Table.Schema, Table: r.Table.Name, Key: pk, On: r.On,
 		Recipients: SpecRecipients{Column: r.Recipients.Column, SQL: r.Recipients.SQL, Static: r.Recipients.Static},
 		Topic:      r.Topic, Kind: r.Kind, Payload: r.Payload,
-		Columns: r.Columns, WhenChanged: r.WhenChanged, Capture: r.Capture,
+		Columns: r.Columns, WhenChanged: r.WhenChanged, Capture: r.Capture, Snapshot: r.Snapshot,
 	}
 	if g := r.Group; g != nil {
 		s.Group = &SpecGroup{Window: g.Window.String(), WindowSeconds: g.Window.Seconds(), By: g.By, Max: g.Max}

@@ -45,6 +45,7 @@ type tableInfo struct {
 // check validates f and returns the catalog's view of each route's table.
 func check(ctx context.Context, tx pgx.Tx, f *File) (map[Table]*tableInfo, error) {
 	tables := map[Table]*tableInfo{}
+	f.Notes = nil
 	var errs []error
 	var repl *replicationPrereqs
 	for i := range f.Routes {
@@ -61,6 +62,17 @@ func check(ctx context.Context, tx pgx.Tx, f *File) (map[Table]*tableInfo, error
 			tables[r.Table] = t
 		}
 		switch {
+		case !t.found && r.Capture == CaptureDebezium:
+			// The usual case: the table lives in the application's database, which Debezium
+			// reads. Only what the file says can be checked.
+			f.Notes = append(f.Notes, fmt.Sprintf("%s:%d: route %q: table %q is not in Tocsin's database: "+
+				"checked the file alone (columns are taken from Debezium's events)", f.Name, r.line("table"), r.Name, r.Table))
+			if r.Recipients.SQL != "" {
+				if err := checkSQL(ctx, tx, r, nil, fail); err != nil {
+					return nil, err
+				}
+			}
+			continue
 		case !t.found:
 			fail("table", "table %q does not exist", r.Table)
 			continue
@@ -144,7 +156,8 @@ func check(ctx context.Context, tx pgx.Tx, f *File) (map[Table]*tableInfo, error
 }
 
 // checkSQL compiles r's recipient query with each placeholder bound to a parameter of its
-// column's type, wrapped as the trigger wraps it.
+// column's type, wrapped as the trigger wraps it. Without t (a debezium route's table that
+// is not in Tocsin's database) the parameters are left for PostgreSQL to infer.
 func checkSQL(ctx context.Context, tx pgx.Tx, r *Route, t *tableInfo, fail func(field, format string, args ...any)) error {
 	const field = "recipients.sql"
 	phs, err := scanPlaceholders(r.Recipients.SQL)
@@ -155,6 +168,12 @@ func checkSQL(ctx context.Context, tx pgx.Tx, r *Route, t *tableInfo, fail func(
 	params := map[string]int{}
 	bad := false
 	for _, ph := range phs {
+		if t == nil {
+			if params[ph.name] == 0 {
+				params[ph.name] = len(params) + 1
+			}
+			continue
+		}
 		if _, ok := t.columns[ph.name]; !ok {
 			fail(field, "placeholder :%s is not a column of table %q", ph.name, r.Table)
 			bad = true
@@ -166,6 +185,9 @@ func checkSQL(ctx context.Context, tx pgx.Tx, r *Route, t *tableInfo, fail func(
 		return nil
 	}
 	sql := bindPlaceholders(r.Recipients.SQL, phs, func(name string) string {
+		if t == nil {
+			return fmt.Sprintf("$%d", params[name])
+		}
 		return fmt.Sprintf("$%d::%s", params[name], t.columns[name])
 	})
 	var cols int

@@ -163,7 +163,7 @@ func (p *parser) route(n *yaml.Node, idx int) (r Route, ok bool) {
 	p.fields(n, label, "", func(key string, v *yaml.Node) bool {
 		switch key {
 		case "name", "table", "on", "recipients", "topic", "kind", "payload", "columns",
-			"when_changed", "group", "capture":
+			"when_changed", "group", "capture", "snapshot":
 			nodes[key] = v
 			r.lines[key] = v.Line
 			return true
@@ -256,10 +256,24 @@ func (p *parser) route(n *yaml.Node, idx int) (r Route, ok bool) {
 	r.Capture = CaptureTrigger
 	switch s := str("capture"); Capture(s) {
 	case "", CaptureTrigger:
-	case CaptureReplication:
-		r.Capture = CaptureReplication
+	case CaptureReplication, CaptureDebezium:
+		r.Capture = Capture(s)
 	default:
-		p.add(r.line("capture"), label, "capture", "must be trigger or replication, got %q", s)
+		p.add(r.line("capture"), label, "capture", "must be trigger, replication or debezium, got %q", s)
+	}
+
+	switch s := str("snapshot"); s {
+	case "", "false":
+	case "true":
+		r.Snapshot = true
+		switch {
+		case r.Capture != CaptureDebezium:
+			p.add(r.line("snapshot"), label, "snapshot", "only applies to capture: debezium (snapshot reads are Debezium's)")
+		case !r.has(OpInsert):
+			p.add(r.line("snapshot"), label, "snapshot", "delivers snapshot reads as inserts: add insert to on")
+		}
+	default:
+		p.add(r.line("snapshot"), label, "snapshot", "must be true or false, got %q", s)
 	}
 	return r, len(p.errs) == before
 }

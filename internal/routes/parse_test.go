@@ -216,7 +216,10 @@ func TestParseErrors(t *testing.T) {
 		{"group.by scalar", okRoute + "    group: { window: 1m, by: portfolio_id }\n", `routes.yaml:6: route "r": group.by: must be a list`},
 		{"group unknown", okRoute + "    group:\n      window: 1m\n      every: 5\n", `routes.yaml:8: route "r": group.every: unknown field`},
 
-		{"capture bad", okRoute + "    capture: wal\n", `routes.yaml:6: route "r": capture: must be trigger or replication, got "wal"`},
+		{"capture bad", okRoute + "    capture: wal\n", `routes.yaml:6: route "r": capture: must be trigger, replication or debezium, got "wal"`},
+		{"snapshot without debezium", okRoute + "    snapshot: true\n", `routes.yaml:6: route "r": snapshot: only applies to capture: debezium (snapshot reads are Debezium's)`},
+		{"snapshot without insert", okRoute + "    capture: debezium\n    on: [update]\n    snapshot: true\n", `routes.yaml:8: route "r": snapshot: delivers snapshot reads as inserts: add insert to on`},
+		{"snapshot bad", okRoute + "    capture: debezium\n    snapshot: yes please\n", `routes.yaml:7: route "r": snapshot: must be true or false, got "yes please"`},
 
 		{"several at once", "routes:\n  - name: a\n    table: comment\n    topic: t\n    recipients: { column: x }\n    kind: k\n  - name: b\n    payload: p\n",
 			"routes.yaml:6: route \"a\": kind: must be notification or change, got \"k\"\n" +

@@ -112,6 +112,18 @@ func oldValueReasons(r *Route, pk []string) []string {
 	return out
 }
 
+// OldValueReasons says why the route stored as s needs the old values of columns outside
+// key, one phrase each; nil when the key suffices. Debezium capture warns with it when its
+// events carry only the key (the source table's REPLICA IDENTITY is not FULL).
+func OldValueReasons(s Spec, key []string) []string {
+	r := Route{On: s.On, Payload: s.Payload, Columns: s.Columns, WhenChanged: s.WhenChanged,
+		Recipients: Recipients{Column: s.Recipients.Column, SQL: s.Recipients.SQL, Static: s.Recipients.Static}}
+	if s.Group != nil {
+		r.Group = &Group{By: s.Group.By}
+	}
+	return oldValueReasons(&r, key)
+}
+
 // syncReplication sets REPLICA IDENTITY FULL where a replication route needs old values
 // and makes the publication cover exactly the replication routes' tables. It returns what
 // it changed, one sentence each.

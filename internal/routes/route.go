@@ -13,6 +13,9 @@ type File struct {
 	// Name is the file name that error messages start with.
 	Name   string
 	Routes []Route
+	// Notes are what Check could not verify, one sentence each (a debezium route whose
+	// table is not in Tocsin's database is checked from the file alone).
+	Notes []string
 }
 
 // Route says which changes of one table become outbox rows, for whom, and how much of the
@@ -29,6 +32,9 @@ type Route struct {
 	WhenChanged []string // updates fire only when one of these columns changes
 	Group       *Group   // nil when the route does not group
 	Capture     Capture
+	// Snapshot makes a debezium route deliver Debezium's snapshot reads (op "r") as
+	// inserts; without it they are ignored.
+	Snapshot bool
 
 	// Line is the line of the route in its file.
 	Line int
@@ -98,6 +104,9 @@ const (
 	// CaptureReplication captures through logical replication: nothing on the
 	// application's write path; Tocsin's capture consumer writes the outbox (internal/capture).
 	CaptureReplication Capture = "replication"
+	// CaptureDebezium takes the changes from the Kafka topics of Debezium's PostgreSQL
+	// connector (internal/debezium). The table usually lives in another database.
+	CaptureDebezium Capture = "debezium"
 )
 
 // Group makes changes for the same recipient and group key inside Window one feed entry.

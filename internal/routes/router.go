@@ -35,6 +35,12 @@ type Change struct {
 	Table Table
 	New   Row // insert and update
 	Old   Row // delete; update when the server sent old values (nil otherwise)
+	// KeyColumns, when set, are the key columns of this change (a Debezium message key), in
+	// place of the route's stored primary key.
+	KeyColumns []string
+	// Snapshot marks a Debezium snapshot read, delivered as an insert by the routes that
+	// ask for snapshot reads and ignored by the others.
+	Snapshot bool
 }
 
 // Querier runs recipient queries; a pgx.Tx is one.
@@ -44,7 +50,7 @@ type Querier interface {
 }
 
 // Router routes decoded changes exactly as the generated trigger functions route rows
-// (see the package documentation), for replication routes. It is not safe for concurrent
+// (see the package documentation), for replication and debezium routes. It is not safe for concurrent
 // use.
 //
 // One difference is inherent: a recipient query runs when the change is decoded, against
@@ -89,6 +95,18 @@ func (rt *Router) index() {
 // Routes reports whether any route watches table t.
 func (rt *Router) Routes(t Table) bool { return len(rt.byTable[t]) > 0 }
 
+// Specs returns the routes of table t, in firing order. The caller must not modify them.
+func (rt *Router) Specs(t Table) []Spec { return rt.byTable[t] }
+
+// Tables returns the tables the routes watch, in no particular order.
+func (rt *Router) Tables() []Table {
+	out := make([]Table, 0, len(rt.byTable))
+	for t := range rt.byTable {
+		out = append(out, t)
+	}
+	return out
+}
+
 // Route returns the outbox rows of change c, field for field and in the order the triggers
 // would write them.
 // q runs recipient queries.
@@ -105,15 +123,19 @@ func (rt *Router) Route(ctx context.Context, q Querier, c *Change) ([]outbox.Row
 }
 
 func routeOne(ctx context.Context, q Querier, s *Spec, c *Change) ([]outbox.Row, error) {
-	if !slices.Contains(s.On, c.Op) {
+	if !slices.Contains(s.On, c.Op) || (c.Snapshot && !s.Snapshot) {
 		return nil, nil
 	}
 	row := c.New
 	if c.Op == OpDelete {
 		row = c.Old
 	}
+	key := s.Key
+	if c.KeyColumns != nil {
+		key = c.KeyColumns
+	}
 	o := outbox.Row{Route: s.Name, Topic: s.Topic, Kind: string(s.Kind), Op: string(c.Op), Table: s.Schema + "." + s.Table,
-		Key: rowObject(row, s.Key)}
+		Key: rowObject(row, key)}
 	if c.Op == OpUpdate {
 		if len(s.WhenChanged) > 0 && !slices.ContainsFunc(s.WhenChanged, c.distinct) {
 			return nil, nil

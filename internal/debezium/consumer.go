@@ -1,0 +1,440 @@
+package debezium
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tocsin/tocsin/internal/routes"
+)
+
+// Config configures a Consumer. Zero values take the defaults below.
+type Config struct {
+	Kafka Kafka
+	// TopicPrefix is Debezium's topic.prefix: route table s.t is read from topic
+	// "<TopicPrefix>.s.t".
+	TopicPrefix string
+	// StartAt is where a partition Tocsin has never read starts: StartEarliest (every
+	// retained event) or StartLatest (only what comes next; resolved to a concrete offset
+	// and stored before anything is read, so a crash cannot skip ahead).
+	StartAt string
+	// WakeFunc, when set, is called after outbox rows commit (the sequencer's Wake).
+	WakeFunc func()
+	// AppliedFunc, when set, is called after each batch commits with the records it
+	// covered (tests, benchmarks).
+	AppliedFunc func(Applied)
+	// RefreshInterval is how often the routes are read again (a route added, changed or
+	// removed takes effect within it).
+	RefreshInterval time.Duration
+	// RetryInterval is the pause after an error before trying again.
+	RetryInterval time.Duration
+	// MaxPollRecords bounds the records applied in one transaction.
+	MaxPollRecords int
+}
+
+// Start positions of a partition Tocsin has never read.
+const (
+	StartEarliest = "earliest"
+	StartLatest   = "latest"
+)
+
+// Defaults.
+const (
+	RefreshIntervalDefault = 5 * time.Second
+	RetryIntervalDefault   = time.Second
+	MaxPollRecordsDefault  = 1000
+)
+
+// Applied describes one committed batch.
+type Applied struct {
+	Records []*kgo.Record // every record the batch consumed, applied or skipped
+	Rows    int           // outbox rows written
+}
+
+// PartitionLag is how far one partition's stored position is behind its end.
+type PartitionLag struct {
+	Topic     string
+	Partition int32
+	Lag       int64 // high watermark − next offset to apply
+}
+
+// Consumer reads the debezium routes' topics and writes their outbox rows.
+type Consumer struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	log  *slog.Logger
+
+	skipped sync.Map // reason → *atomic.Int64
+	resent  atomic.Int64
+
+	mu     sync.Mutex
+	lag    map[topicPartition]*lagState
+	warned map[routes.Table]bool
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+type lagState struct{ hwm, next int64 }
+
+// New returns a Consumer working through pool.
+func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Consumer {
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = RefreshIntervalDefault
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = RetryIntervalDefault
+	}
+	if cfg.MaxPollRecords <= 0 {
+		cfg.MaxPollRecords = MaxPollRecordsDefault
+	}
+	if cfg.StartAt == "" {
+		cfg.StartAt = StartEarliest
+	}
+	if cfg.Kafka.Group == "" {
+		cfg.Kafka.Group = "tocsin"
+	}
+	c := &Consumer{cfg: cfg, pool: pool, log: log, lag: map[topicPartition]*lagState{}, warned: map[routes.Table]bool{}}
+	for _, r := range []string{ReasonNotJSON, ReasonNotEnvelope, ReasonUnknownTable} {
+		c.skipped.Store(r, new(atomic.Int64))
+	}
+	return c
+}
+
+// Topic returns the topic Debezium writes table t's changes to.
+func (c *Consumer) Topic(t routes.Table) string {
+	return c.cfg.TopicPrefix + "." + t.Schema + "." + t.Name
+}
+
+// Skipped returns the poison messages skipped so far, by reason.
+func (c *Consumer) Skipped() map[string]int64 {
+	out := map[string]int64{}
+	c.skipped.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
+}
+
+// Resent returns how many change events were recognised as Debezium's resends and skipped.
+func (c *Consumer) Resent() int64 { return c.resent.Load() }
+
+// Lag returns each partition's lag as of the last fetch, sorted.
+func (c *Consumer) Lag() []PartitionLag {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]PartitionLag, 0, len(c.lag))
+	for tp, l := range c.lag {
+		if l.next < 0 || l.hwm < 0 {
+			continue
+		}
+		out = append(out, PartitionLag{Topic: tp.topic, Partition: tp.partition, Lag: max(0, l.hwm-l.next)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Topic < out[j].Topic || (out[i].Topic == out[j].Topic && out[i].Partition < out[j].Partition)
+	})
+	return out
+}
+
+// Run consumes until ctx ends. It idles while no debezium route exists and starts a new
+// group session whenever the routed topics change or after an error. Missing Kafka
+// settings are an error only once a debezium route exists (logged, not fatal: the rest of
+// the node keeps running).
+func (c *Consumer) Run(ctx context.Context) error {
+	var last string
+	for {
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := c.cfg.RefreshInterval
+		var cfgErr *configError
+		switch {
+		case errors.As(err, &cfgErr):
+			if err.Error() != last {
+				c.log.Error("debezium routes exist but Kafka is not configured", slog.Any("error", cfgErr.err))
+			}
+		case err != nil:
+			c.log.Warn("debezium consumer stopped; retrying", slog.Any("error", err))
+			wait = c.cfg.RetryInterval
+		}
+		last = ""
+		if err != nil {
+			last = err.Error()
+		}
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// configError is a configuration problem: nothing to retry until the node is reconfigured.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+
+// loadRouter reads the debezium routes and the topics they need, sorted.
+func (c *Consumer) loadRouter(ctx context.Context) (*routes.Router, []string, error) {
+	rows, err := c.pool.Query(ctx, `SELECT spec FROM tocsin.route WHERE capture = 'debezium'`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading debezium routes: %w", err)
+	}
+	specs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading debezium routes: %w", err)
+	}
+	rt := routes.NewRouter()
+	for _, b := range specs {
+		var s routes.Spec
+		if err := json.Unmarshal(b, &s); err != nil {
+			return nil, nil, fmt.Errorf("decoding a debezium route: %w", err)
+		}
+		rt.Set(s)
+	}
+	var topics []string
+	for _, t := range rt.Tables() {
+		topics = append(topics, c.Topic(t))
+	}
+	slices.Sort(topics)
+	return rt, topics, nil
+}
+
+// session is one consumer-group membership over a fixed set of topics. It returns nil
+// when the topics change (or there are none), an error when a batch could not be applied.
+func (c *Consumer) session(ctx context.Context) error {
+	router, topics, err := c.loadRouter(ctx)
+	if err != nil {
+		return err
+	}
+	if len(topics) == 0 {
+		return nil
+	}
+	if c.cfg.TopicPrefix == "" {
+		return &configError{errors.New("TOCSIN_DEBEZIUM_TOPIC_PREFIX: required for debezium routes (Debezium's topic.prefix)")}
+	}
+	opts, err := c.cfg.Kafka.clientOpts()
+	if err != nil {
+		return &configError{err}
+	}
+	var cl *kgo.Client
+	opts = append(opts,
+		kgo.ConsumerGroup(c.cfg.Kafka.Group),
+		kgo.ConsumeTopics(topics...),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(func(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+			return c.storedOffsets(ctx, cl, assigned)
+		}),
+		kgo.OnPartitionsRevoked(c.forget),
+		kgo.OnPartitionsLost(c.forget),
+	)
+	if c.cfg.Kafka.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.Kafka.InstanceID))
+	}
+	if cl, err = kgo.NewClient(opts...); err != nil {
+		return fmt.Errorf("creating the Kafka client: %w", err)
+	}
+	defer cl.CloseAllowingRebalance()
+	c.log.Info("debezium consumer joined", slog.String("group", c.cfg.Kafka.Group), slog.Any("topics", topics))
+
+	refreshAt := time.Now().Add(c.cfg.RefreshInterval)
+	for {
+		pctx, cancel := context.WithDeadline(ctx, refreshAt)
+		fetches := cl.PollRecords(pctx, c.cfg.MaxPollRecords)
+		cancel()
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				c.log.Warn("fetching from Kafka", slog.String("topic", topic), slog.Int("partition", int(partition)),
+					slog.Any("error", err))
+			}
+		})
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			c.setLag(topicPartition{p.Topic, p.Partition}, p.HighWatermark, -1)
+		})
+		if recs := fetches.Records(); len(recs) > 0 {
+			if err := c.apply(ctx, router, recs); err != nil {
+				cl.AllowRebalance()
+				return err
+			}
+			// Kafka's committed offsets only serve lag monitoring: Tocsin resumes from its own.
+			if err := cl.CommitRecords(ctx, recs...); err != nil && ctx.Err() == nil {
+				c.log.Debug("committing offsets to Kafka", slog.Any("error", err))
+			}
+		}
+		cl.AllowRebalance()
+		if time.Now().After(refreshAt) {
+			next, nextTopics, err := c.loadRouter(ctx)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(nextTopics, topics) {
+				c.log.Info("debezium routes changed: rejoining", slog.Any("topics", nextTopics))
+				return nil
+			}
+			router = next
+			refreshAt = time.Now().Add(c.cfg.RefreshInterval)
+		}
+	}
+}
+
+// storedOffsets replaces the offsets Kafka would start from with Tocsin's own: the stored
+// next offset of each assigned partition, or the configured start for a partition never
+// read (stored first when it is "latest", so that a crash cannot move it).
+func (c *Consumer) storedOffsets(ctx context.Context, cl *kgo.Client, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	stored, err := c.readOffsets(ctx, assigned)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for t, ps := range assigned {
+		for p := range ps {
+			if _, ok := stored[topicPartition{t, p}]; !ok && !slices.Contains(missing, t) {
+				missing = append(missing, t)
+			}
+		}
+	}
+	if len(missing) > 0 && c.cfg.StartAt == StartLatest {
+		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, missing...)
+		if err != nil {
+			return nil, fmt.Errorf("listing end offsets: %w", err)
+		}
+		var ts []string
+		var ps []int32
+		var os []int64
+		ends.Each(func(o kadm.ListedOffset) {
+			if _, ok := assigned[o.Topic][o.Partition]; ok && o.Err == nil {
+				if _, ok := stored[topicPartition{o.Topic, o.Partition}]; !ok {
+					ts, ps, os = append(ts, o.Topic), append(ps, o.Partition), append(os, o.Offset)
+				}
+			}
+		})
+		if _, err := c.pool.Exec(ctx, `
+			INSERT INTO tocsin.debezium_offset (topic, partition, next_offset)
+			SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ON CONFLICT DO NOTHING`, ts, ps, os); err != nil {
+			return nil, fmt.Errorf("storing start offsets: %w", err)
+		}
+		if stored, err = c.readOffsets(ctx, assigned); err != nil {
+			return nil, err
+		}
+	}
+	out := map[string]map[int32]kgo.Offset{}
+	for t, ps := range assigned {
+		out[t] = map[int32]kgo.Offset{}
+		for p := range ps {
+			if next, ok := stored[topicPartition{t, p}]; ok {
+				out[t][p] = kgo.NewOffset().At(next).WithEpoch(-1)
+				c.setLag(topicPartition{t, p}, -1, next)
+			} else {
+				out[t][p] = kgo.NewOffset().AtStart()
+			}
+		}
+	}
+	c.log.Info("debezium partitions assigned", slog.Int("partitions", len(stored)))
+	return out, nil
+}
+
+func (c *Consumer) readOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[topicPartition]int64, error) {
+	var topics []string
+	for t := range assigned {
+		topics = append(topics, t)
+	}
+	rows, err := c.pool.Query(ctx, `SELECT topic, partition, next_offset FROM tocsin.debezium_offset WHERE topic = ANY($1)`, topics)
+	if err != nil {
+		return nil, fmt.Errorf("reading stored offsets: %w", err)
+	}
+	out := map[topicPartition]int64{}
+	var t string
+	var p int32
+	var next int64
+	_, err = pgx.ForEachRow(rows, []any{&t, &p, &next}, func() error {
+		if _, ok := assigned[t][p]; ok {
+			out[topicPartition{t, p}] = next
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading stored offsets: %w", err)
+	}
+	return out, nil
+}
+
+// forget drops the lag of partitions this member no longer owns.
+func (c *Consumer) forget(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t, ps := range lost {
+		for _, p := range ps {
+			delete(c.lag, topicPartition{t, p})
+		}
+	}
+}
+
+// setLag records a partition's high watermark and next offset; -1 leaves one unchanged.
+func (c *Consumer) setLag(tp topicPartition, hwm, next int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.lag[tp]
+	if l == nil {
+		l = &lagState{hwm: -1, next: -1}
+		c.lag[tp] = l
+	}
+	if hwm >= 0 {
+		l.hwm = hwm
+	}
+	if next >= 0 {
+		l.next = next
+	}
+}
+
+// warnKeyOnly logs, once per table, that a route needs old values the events lack.
+func (c *Consumer) warnKeyOnly(router *routes.Router, e *Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.warned[e.Table] {
+		return
+	}
+	var reasons []string
+	for _, s := range router.Specs(e.Table) {
+		for _, r := range routes.OldValueReasons(s, e.KeyColumns) {
+			reasons = append(reasons, fmt.Sprintf("route %q: %s", s.Name, r))
+		}
+	}
+	if len(reasons) == 0 {
+		return
+	}
+	c.warned[e.Table] = true
+	c.log.Warn("debezium events carry only the key in before, but routes need old values: "+
+		"set REPLICA IDENTITY FULL on the source table; until then old values are unknown "+
+		"(changes to watched columns count as changed, old owners are not reached)",
+		slog.String("table", e.Table.String()), slog.String("needed_by", strings.Join(reasons, "; ")))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
