@@ -45,9 +45,9 @@ func runCapture(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stdout, "dropped replication slot %q\n", slot)
-	var routed bool
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tocsin.route WHERE capture = 'replication')`).Scan(&routed); err != nil {
-		return fmt.Errorf("looking for replication routes: %w", err)
+	routed, err := routes.HasReplicationRoutes(ctx, pool)
+	if err != nil {
+		return err
 	}
 	if routed {
 		fmt.Fprintln(stdout, "replication routes remain: the capture consumer will recreate the slot and reset the feed epoch (clients refetch)")

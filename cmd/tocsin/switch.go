@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"github.com/tocsin/tocsin/internal/settings"
 )
 
 var switchCommands = [][2]string{
@@ -40,11 +42,8 @@ func runSwitch(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	value := state == "on"
-	if _, err := pool.Exec(ctx, `
-		INSERT INTO tocsin.setting (key, value, updated_at) VALUES ($1, to_jsonb($2::boolean), now())
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()`, name, value); err != nil {
-		return fmt.Errorf("switching %s %s: %w", name, state, err)
+	if err := settings.Set(ctx, pool, settings.Switch(name), state == "on"); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "%s is %s\n", name, state)
 	return nil

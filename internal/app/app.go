@@ -139,7 +139,7 @@ func (n *Node) build(ctx context.Context) error {
 	n.river = rc
 	n.Sequencer.SetEnqueuer(grouping.NewEnqueuer(rc))
 	if n.cfg.Has("worker") {
-		n.mover = grouping.NewMover(n.pool, rc, n.cfg.GroupTick, n.log.With(slog.String("service", "grouping")))
+		n.mover = grouping.NewMover(n.pool, rc, grouping.Config{Tick: n.cfg.GroupTick}, n.log.With(slog.String("service", "grouping")))
 	}
 
 	if n.cfg.Has("api") {

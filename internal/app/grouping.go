@@ -24,7 +24,7 @@ func groupingConfig(cfg *config.Config, wakeFunc func()) grouping.Config {
 // job to a River configuration.
 func addGrouping(rc *river.Config, pool *pgxpool.Pool, gc grouping.Config, log *slog.Logger) {
 	grouping.AddWorkers(rc.Workers, pool, gc, log.With(slog.String("service", "grouping")))
-	rc.Queues[grouping.Queue] = grouping.QueueConfig(gc.Tick, gc.MaxWorkers)
+	rc.Queues[grouping.Queue] = grouping.QueueConfig(gc)
 	rc.PeriodicJobs = append(rc.PeriodicJobs, grouping.PeriodicJobs(gc)...)
 }
 

@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -18,9 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tocsin/tocsin/internal/app"
 	"github.com/tocsin/tocsin/internal/auth"
-	"github.com/tocsin/tocsin/internal/config"
 )
 
 // LatencyConfig configures RunLatency.
@@ -37,6 +32,8 @@ type LatencyConfig struct {
 	// Transports to measure, one run each: "long-poll" (default) and any registered by
 	// transports (see latencyTransports).
 	Transports []string
+	// Binary is the tocsin executable to run the server with (default: this executable).
+	Binary string
 }
 
 // LatencyResult is the commit→client latency of one transport.
@@ -111,27 +108,12 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	}
 	defer sc.close()
 	pool := sc.writers
-	u, err := url.Parse(srv.adminURL)
+	// The server under measurement is a real `tocsin serve` process, as a deployment runs it.
+	base, _, stopNode, err := startServe(ctx, cfg.Binary, sc)
 	if err != nil {
 		return LatencyResult{}, err
 	}
-	u.Path = "/" + sc.name
-	dbURL := u.String()
-
-	ncfg, err := config.Load(flag.NewFlagSet("bench", flag.ContinueOnError), []string{
-		"--database-url", dbURL, "--addr", "127.0.0.1:0", "--jwt-secret", latencySecret, "--roles", "api,sequencer"})
-	if err != nil {
-		return LatencyResult{}, err
-	}
-	node, err := app.New(ctx, ncfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		return LatencyResult{}, err
-	}
-	nodeCtx, stopNode := context.WithCancel(ctx)
-	nodeDone := make(chan error, 1)
-	go func() { nodeDone <- node.Run(nodeCtx) }()
-	defer func() { stopNode(); <-nodeDone }()
-	base := "http://" + node.Addr()
+	defer stopNode()
 
 	var (
 		mu       sync.Mutex

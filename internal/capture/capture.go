@@ -2,7 +2,6 @@ package capture
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tocsin/tocsin/internal/leader"
+	"github.com/tocsin/tocsin/internal/routes"
 )
 
 // Config configures a Consumer. Zero values take the defaults below.
@@ -78,30 +78,34 @@ type Consumer struct {
 	warned bool
 }
 
-// New returns a Consumer working through pool.
-func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Consumer {
+func (c *Config) withDefaults(pool *pgxpool.Pool) {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
 		}
 	}
-	def(&cfg.StatusInterval, StatusIntervalDefault)
-	def(&cfg.StandbyInterval, StandbyIntervalDefault)
-	def(&cfg.IdleInterval, IdleIntervalDefault)
-	def(&cfg.RetryInterval, RetryIntervalDefault)
-	def(&cfg.MonitorInterval, MonitorIntervalDefault)
-	if cfg.SlotWALWarnBytes <= 0 {
-		cfg.SlotWALWarnBytes = SlotWALWarnBytesDefault
+	def(&c.StatusInterval, StatusIntervalDefault)
+	def(&c.StandbyInterval, StandbyIntervalDefault)
+	def(&c.IdleInterval, IdleIntervalDefault)
+	def(&c.RetryInterval, RetryIntervalDefault)
+	def(&c.MonitorInterval, MonitorIntervalDefault)
+	if c.SlotWALWarnBytes <= 0 {
+		c.SlotWALWarnBytes = SlotWALWarnBytesDefault
 	}
-	if cfg.FlushRows <= 0 {
-		cfg.FlushRows = FlushRowsDefault
+	if c.FlushRows <= 0 {
+		c.FlushRows = FlushRowsDefault
 	}
-	if cfg.BatchRows <= 0 {
-		cfg.BatchRows = BatchRowsDefault
+	if c.BatchRows <= 0 {
+		c.BatchRows = BatchRowsDefault
 	}
-	if cfg.DatabaseURL == "" {
-		cfg.DatabaseURL = pool.Config().ConnString()
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = pool.Config().ConnString()
 	}
+}
+
+// New returns a Consumer working through pool.
+func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Consumer {
+	cfg.withDefaults(pool)
 	return &Consumer{cfg: cfg, pool: pool, log: log}
 }
 
@@ -125,9 +129,9 @@ func (c *Consumer) lead(ctx context.Context, conn *pgx.Conn) error {
 	c.setLeader(true, false)
 	idleLogged := false
 	for {
-		var routed bool
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tocsin.route WHERE capture = 'replication')`).Scan(&routed); err != nil {
-			return fmt.Errorf("looking for replication routes: %w", err)
+		routed, err := routes.HasReplicationRoutes(ctx, conn)
+		if err != nil {
+			return err
 		}
 		if !routed {
 			if !idleLogged {

@@ -69,14 +69,16 @@ func (c *Consumer) readSlot(ctx context.Context) (slotState, error) {
 	s.slot = slot
 	var walStatus *string
 	var retained, lag *int64
+	if s.routed, err = routes.HasReplicationRoutes(ctx, c.pool); err != nil {
+		return s, err
+	}
 	err = c.pool.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM tocsin.route WHERE capture = 'replication'),
-		       s.slot_name IS NOT NULL, s.wal_status,
+		SELECT s.slot_name IS NOT NULL, s.wal_status,
 		       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,
 		       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
 		FROM (SELECT 1) AS one
 		LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, slot).
-		Scan(&s.routed, &s.exists, &walStatus, &retained, &lag)
+		Scan(&s.exists, &walStatus, &retained, &lag)
 	if err != nil {
 		return s, fmt.Errorf("reading replication slot %q: %w", slot, err)
 	}

@@ -28,8 +28,17 @@ type Config struct {
 	RingFunc func(head int64)
 	// ReconnectFunc, when set, is called after each reconnection (metrics).
 	ReconnectFunc func()
-	// RetryInterval is the pause before reconnecting. Default 500ms.
+	// RetryInterval is the pause before reconnecting. Default RetryIntervalDefault.
 	RetryInterval time.Duration
+}
+
+// RetryIntervalDefault is the pause before reconnecting when Config gives none.
+const RetryIntervalDefault = 500 * time.Millisecond
+
+func (c *Config) withDefaults() {
+	if c.RetryInterval <= 0 {
+		c.RetryInterval = RetryIntervalDefault
+	}
 }
 
 // Listener holds a LISTEN connection open and reconnects when it drops.
@@ -40,9 +49,7 @@ type Listener struct {
 
 // New returns a Listener.
 func New(cfg Config, log *slog.Logger) *Listener {
-	if cfg.RetryInterval <= 0 {
-		cfg.RetryInterval = 500 * time.Millisecond
-	}
+	cfg.withDefaults()
 	return &Listener{cfg: cfg, log: log}
 }
 

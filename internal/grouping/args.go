@@ -45,14 +45,3 @@ func (FlushArgs) InsertOpts() river.InsertOpts {
 			rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled},
 	}}
 }
-
-// QueueConfig is the flush queue's configuration for river.Config.Queues.
-func QueueConfig(tick time.Duration, maxWorkers int) river.QueueConfig {
-	if tick <= 0 {
-		tick = TickDefault
-	}
-	if maxWorkers <= 0 {
-		maxWorkers = MaxWorkersDefault
-	}
-	return river.QueueConfig{MaxWorkers: maxWorkers, FetchPollInterval: tick, FetchCooldown: min(tick, river.FetchCooldownDefault)}
-}

@@ -59,10 +59,10 @@ func setup(t *testing.T, o options) *bundle {
 		o.hooksFor(w)
 	}
 	river.AddWorker(workers, w)
-	river.AddWorker(workers, grouping.NewSweepWorker(db.Pool, time.Second))
+	river.AddWorker(workers, grouping.NewSweepWorker(db.Pool, grouping.Config{SweepGrace: time.Second}))
 	client, err := river.NewClient(riverpgxv5.New(db.Pool), &river.Config{
 		Schema:   "tocsin",
-		Queues:   map[string]river.QueueConfig{grouping.Queue: grouping.QueueConfig(o.tick, 10)},
+		Queues:   map[string]river.QueueConfig{grouping.Queue: grouping.QueueConfig(grouping.Config{Tick: o.tick, MaxWorkers: 10})},
 		Workers:  workers,
 		TestOnly: true,
 		Logger:   quiet,
@@ -73,7 +73,7 @@ func setup(t *testing.T, o options) *bundle {
 
 	seq := sequencer.New(db.Pool, sequencer.Config{Enqueuer: grouping.NewEnqueuer(client),
 		MessageGroupWindow: o.window, MessageGroupMax: o.max, RetryInterval: 50 * time.Millisecond}, quiet)
-	mover := grouping.NewMover(db.Pool, client, o.tick, quiet)
+	mover := grouping.NewMover(db.Pool, client, grouping.Config{Tick: o.tick}, quiet)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = seq.Run(rctx) })
 	if !o.noMover {

@@ -22,12 +22,9 @@ type Mover struct {
 	log    *slog.Logger
 }
 
-// NewMover returns a Mover that looks for due jobs every tick (TickDefault when 0).
-func NewMover(pool *pgxpool.Pool, client *river.Client[pgx.Tx], tick time.Duration, log *slog.Logger) *Mover {
-	if tick <= 0 {
-		tick = TickDefault
-	}
-	return &Mover{pool: pool, client: client, tick: tick, log: log}
+// NewMover returns a Mover that looks for due jobs every Config.Tick.
+func NewMover(pool *pgxpool.Pool, client *river.Client[pgx.Tx], cfg Config, log *slog.Logger) *Mover {
+	return &Mover{pool: pool, client: client, tick: cfg.withDefaults().Tick, log: log}
 }
 
 // Run promotes due jobs every tick until ctx ends. Errors are logged and retried.

@@ -28,12 +28,9 @@ type SweepWorker struct {
 	grace time.Duration
 }
 
-// NewSweepWorker returns the worker (grace SweepGraceDefault when 0).
-func NewSweepWorker(pool *pgxpool.Pool, grace time.Duration) *SweepWorker {
-	if grace <= 0 {
-		grace = SweepGraceDefault
-	}
-	return &SweepWorker{pool: pool, grace: grace}
+// NewSweepWorker returns the worker; windows get Config.SweepGrace past their end.
+func NewSweepWorker(pool *pgxpool.Pool, cfg Config) *SweepWorker {
+	return &SweepWorker{pool: pool, grace: cfg.withDefaults().SweepGrace}
 }
 
 // Work runs one sweep.

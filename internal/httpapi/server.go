@@ -42,7 +42,7 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultLongPollMax            = 30 * time.Second
+	DefaultLongPollMax            = 60 * time.Second
 	DefaultWriteTimeout           = 15 * time.Second
 	DefaultPollInterval           = 5 * time.Second
 	DefaultMaxStreamsPerRecipient = 8
@@ -183,6 +183,33 @@ type Server struct {
 	polls   atomic.Int64 // parked long polls
 }
 
+func (c *Config) withDefaults() {
+	if c.LongPollMax <= 0 {
+		c.LongPollMax = DefaultLongPollMax
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.MaxStreamsPerRecipient <= 0 {
+		c.MaxStreamsPerRecipient = DefaultMaxStreamsPerRecipient
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections()
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.BodyReadTimeout <= 0 {
+		c.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+}
+
 // New returns the API for cfg and deps. It panics when a required field is missing, which
 // is a wiring mistake, not a runtime condition.
 func New(cfg Config, deps Deps) *Server {
@@ -192,30 +219,7 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Feed == nil {
 		panic("httpapi: Deps.Feed is required")
 	}
-	if cfg.LongPollMax <= 0 {
-		cfg.LongPollMax = DefaultLongPollMax
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = DefaultPollInterval
-	}
-	if cfg.MaxStreamsPerRecipient <= 0 {
-		cfg.MaxStreamsPerRecipient = DefaultMaxStreamsPerRecipient
-	}
-	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = DefaultMaxConnections()
-	}
-	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if cfg.BodyReadTimeout <= 0 {
-		cfg.BodyReadTimeout = DefaultBodyReadTimeout
-	}
+	cfg.withDefaults()
 	s := &Server{cfg: cfg, deps: deps, logger: cfg.Logger,
 		limits: newLimits(cfg.MaxStreamsPerRecipient, cfg.MaxConnections), origins: map[string]bool{}}
 	for _, o := range cfg.CORSOrigins {

@@ -105,14 +105,18 @@ type delivery struct {
 	resync bool
 }
 
+func (c *Config) withDefaults() {
+	if c.FallbackInterval <= 0 {
+		c.FallbackInterval = FallbackIntervalDefault
+	}
+	if c.PageLimit <= 0 {
+		c.PageLimit = PageLimitDefault
+	}
+}
+
 // New returns a Hub.
 func New(store Store, cfg Config, log *slog.Logger) *Hub {
-	if cfg.FallbackInterval <= 0 {
-		cfg.FallbackInterval = FallbackIntervalDefault
-	}
-	if cfg.PageLimit <= 0 {
-		cfg.PageLimit = PageLimitDefault
-	}
+	cfg.withDefaults()
 	return &Hub{cfg: cfg, store: store, log: log, rung: make(chan struct{}, 1),
 		subs: map[string]map[*subscriber]struct{}{}}
 }

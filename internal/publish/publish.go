@@ -86,11 +86,15 @@ var (
 	recipientParam = regexp.MustCompile(`(^|[^:]):recipient\b`)
 )
 
+func (c *Config) withDefaults() {
+	if c.MaxRecipients <= 0 {
+		c.MaxRecipients = MaxRecipientsDefault
+	}
+}
+
 // New returns a Publisher. A policy that names neither parameter is an error.
 func New(pool *pgxpool.Pool, cfg Config) (*Publisher, error) {
-	if cfg.MaxRecipients <= 0 {
-		cfg.MaxRecipients = MaxRecipientsDefault
-	}
+	cfg.withDefaults()
 	p := &Publisher{pool: pool, cfg: cfg}
 	if cfg.PolicySQL != "" {
 		if !senderParam.MatchString(cfg.PolicySQL) && !recipientParam.MatchString(cfg.PolicySQL) {

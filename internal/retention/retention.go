@@ -54,20 +54,24 @@ type PruneWorker struct {
 	cfg  Config
 }
 
+func (c *Config) withDefaults() {
+	if c.ChangeTTL <= 0 {
+		c.ChangeTTL = ChangeTTLDefault
+	}
+	if c.InboxTTL <= 0 {
+		c.InboxTTL = InboxTTLDefault
+	}
+	if c.BatchLimit <= 0 {
+		c.BatchLimit = BatchLimitDefault
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = IdempotencyTTLDefault
+	}
+}
+
 // NewPruneWorker returns the worker.
 func NewPruneWorker(pool *pgxpool.Pool, cfg Config) *PruneWorker {
-	if cfg.ChangeTTL <= 0 {
-		cfg.ChangeTTL = ChangeTTLDefault
-	}
-	if cfg.InboxTTL <= 0 {
-		cfg.InboxTTL = InboxTTLDefault
-	}
-	if cfg.BatchLimit <= 0 {
-		cfg.BatchLimit = BatchLimitDefault
-	}
-	if cfg.IdempotencyTTL <= 0 {
-		cfg.IdempotencyTTL = IdempotencyTTLDefault
-	}
+	cfg.withDefaults()
 	return &PruneWorker{pool: pool, cfg: cfg}
 }
 

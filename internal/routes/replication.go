@@ -305,6 +305,17 @@ func DropSlot(ctx context.Context, db DB, slot string) (dropped bool, err error)
 	}
 }
 
+// HasReplicationRoutes reports whether an installed route captures by logical
+// replication. While one does, the publication and the slot exist and the capture
+// consumer streams; when the last goes, FinishReplication retires them.
+func HasReplicationRoutes(ctx context.Context, db DB) (bool, error) {
+	var routed bool
+	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tocsin.route WHERE capture = 'replication')`).Scan(&routed); err != nil {
+		return false, fmt.Errorf("looking for replication routes: %w", err)
+	}
+	return routed, nil
+}
+
 // FinishReplication drops the slot, its record and the publication when no replication
 // route is installed (after the apply transaction committed). dropped reports whether
 // there was anything to drop.
@@ -314,15 +325,13 @@ func FinishReplication(ctx context.Context, pool *pgxpool.Pool) (dropped bool, e
 		return false, err
 	}
 	defer unlockApply(ctx, conn)
-	var routed, pub bool
-	err = conn.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM tocsin.route WHERE capture = 'replication'),
-		       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, Publication).Scan(&routed, &pub)
-	if err != nil {
-		return false, fmt.Errorf("reading replication routes: %w", err)
+	routed, err := HasReplicationRoutes(ctx, conn)
+	if err != nil || routed {
+		return false, err
 	}
-	if routed {
-		return false, nil
+	var pub bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, Publication).Scan(&pub); err != nil {
+		return false, fmt.Errorf("looking for publication %q: %w", Publication, err)
 	}
 	slot, err := SlotName(ctx, conn)
 	if err != nil {

@@ -105,32 +105,34 @@ type Sequencer struct {
 	wake chan struct{}
 }
 
+func (c *Config) withDefaults() {
+	if c.PollInterval <= 0 {
+		c.PollInterval = PollIntervalDefault
+	}
+	c.PollInterval = max(c.PollInterval, time.Millisecond) // tocsin.outbox_wait counts whole milliseconds
+	if c.WaitTimeout <= 0 {
+		c.WaitTimeout = WaitTimeoutDefault
+	}
+	if c.BatchLimit <= 0 {
+		c.BatchLimit = BatchLimitDefault
+	}
+	if c.StandbyInterval <= 0 {
+		c.StandbyInterval = StandbyIntervalDefault
+	}
+	if c.RetryInterval <= 0 {
+		c.RetryInterval = RetryIntervalDefault
+	}
+	if c.MessageGroupWindow <= 0 {
+		c.MessageGroupWindow = MessageGroupWindowDefault
+	}
+	if c.MessageGroupMax <= 0 {
+		c.MessageGroupMax = MessageGroupMaxDefault
+	}
+}
+
 // New returns a Sequencer working through pool.
 func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Sequencer {
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = PollIntervalDefault
-	}
-	if cfg.PollInterval < time.Millisecond {
-		cfg.PollInterval = time.Millisecond
-	}
-	if cfg.WaitTimeout <= 0 {
-		cfg.WaitTimeout = WaitTimeoutDefault
-	}
-	if cfg.BatchLimit <= 0 {
-		cfg.BatchLimit = BatchLimitDefault
-	}
-	if cfg.StandbyInterval <= 0 {
-		cfg.StandbyInterval = StandbyIntervalDefault
-	}
-	if cfg.RetryInterval <= 0 {
-		cfg.RetryInterval = RetryIntervalDefault
-	}
-	if cfg.MessageGroupWindow <= 0 {
-		cfg.MessageGroupWindow = MessageGroupWindowDefault
-	}
-	if cfg.MessageGroupMax <= 0 {
-		cfg.MessageGroupMax = MessageGroupMaxDefault
-	}
+	cfg.withDefaults()
 	return &Sequencer{cfg: cfg, pool: pool, log: log, wake: make(chan struct{}, 1)}
 }
 

@@ -10,6 +10,7 @@ package settings
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,7 +18,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 // IntervalDefault is how often the switches are read. It must stay at most one second.
@@ -42,11 +46,15 @@ type Watcher struct {
 	pushOff chan struct{} // closed while push is off; replaced when it turns on
 }
 
+func (c *Config) withDefaults() {
+	if c.Interval <= 0 || c.Interval > time.Second {
+		c.Interval = IntervalDefault
+	}
+}
+
 // New returns a Watcher that assumes push is on until its first read.
 func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger) *Watcher {
-	if cfg.Interval <= 0 || cfg.Interval > time.Second {
-		cfg.Interval = IntervalDefault
-	}
+	cfg.withDefaults()
 	return &Watcher{cfg: cfg, pool: pool, log: log, push: true, pushOff: make(chan struct{})}
 }
 
@@ -109,12 +117,61 @@ func (w *Watcher) setPush(on bool) {
 	}
 }
 
+// Switch names a runtime switch.
+type Switch string
+
+// The runtime switches.
+const (
+	// SwitchPush off ends open streams with push-disabled and answers new ones 204;
+	// polling is unaffected.
+	SwitchPush Switch = "push"
+	// SwitchCapture off makes every route trigger return at once (changes made meanwhile
+	// are not captured); replication capture consumes without writing.
+	SwitchCapture Switch = "capture"
+)
+
+// ErrUnknownSwitch is returned by ParseSwitch for a name that is not a switch.
+var ErrUnknownSwitch = errors.New("unknown runtime switch")
+
+// ParseSwitch returns the switch called name ("push" or "capture").
+func ParseSwitch(name string) (Switch, error) {
+	switch sw := Switch(name); sw {
+	case SwitchPush, SwitchCapture:
+		return sw, nil
+	}
+	return "", fmt.Errorf("%w %q (push or capture)", ErrUnknownSwitch, name)
+}
+
+var (
+	//go:embed queries.sql
+	queriesSQL     string
+	queries        = sqlfile.Parse("settings/queries.sql", queriesSQL)
+	settingPushSQL = queries.Get("setting_push")
+	settingSetSQL  = queries.Get("setting_set")
+)
+
+// Querier runs the switches' statements (a pool, a connection or a transaction).
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Set turns sw on or off. It commits with db's transaction (at once on a pool): every
+// node's Watcher sees it within its Interval, and route triggers on their next write.
+func Set(ctx context.Context, db Querier, sw Switch, on bool) error {
+	if _, err := ParseSwitch(string(sw)); err != nil {
+		return err
+	}
+	if _, err := db.Exec(ctx, settingSetSQL, string(sw), on); err != nil {
+		return fmt.Errorf("switching %s to %t: %w", sw, on, err)
+	}
+	return nil
+}
+
 // SettingPush reads the push switch: on unless tocsin.setting says false.
-func SettingPush(ctx context.Context, db interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) (bool, error) {
+func SettingPush(ctx context.Context, db Querier) (bool, error) {
 	var on bool
-	err := db.QueryRow(ctx, `SELECT value <> 'false'::jsonb FROM tocsin.setting WHERE key = 'push'`).Scan(&on)
+	err := db.QueryRow(ctx, settingPushSQL).Scan(&on)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return true, nil

@@ -1,0 +1,36 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tocsin/tocsin/internal/pgtest"
+)
+
+// TestRunLatency runs a short latency measurement against a real `tocsin serve` process,
+// over both transports: every event published reaches its client.
+func TestRunLatency(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	binary := filepath.Join(t.TempDir(), "tocsin")
+	out, err := exec.Command("go", "build", "-o", binary, "github.com/tocsin/tocsin/cmd/tocsin").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	var report bytes.Buffer
+	res, err := RunLatency(context.Background(), LatencyConfig{DatabaseURL: db.URL, Rate: 100, Duration: time.Second,
+		Clients: 5, Transports: []string{"long-poll", "sse"}, Binary: binary}, &report)
+	t.Log("\n" + report.String())
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	for _, r := range res {
+		require.Equal(t, 100, r.Events, r.Transport)
+		require.Equal(t, r.Events, r.Received, "%s: every event reached its client", r.Transport)
+		require.Positive(t, r.P50, r.Transport)
+	}
+}
