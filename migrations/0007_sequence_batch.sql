@@ -1,5 +1,5 @@
--- The sequencer's batch: tocsin.sequence_batch and its named steps. This file is their one
--- definition. (0002 and 0005 created earlier versions; those definitions were removed from
+-- The sequencer's batch: the named steps of tocsin.sequence_batch (the function itself is
+-- in 0020). This file is the steps' one definition. (0002 and 0005 created earlier versions; those definitions were removed from
 -- those files, and a database migrated before drops them here.)
 --
 -- One batch transaction at a time (the FOR UPDATE on feed_state serialises sequencers even
@@ -204,41 +204,5 @@ LANGUAGE sql AS $$
     SELECT max(position) FROM inserted
 $$;
 
--- The batch. head is the new high-water mark (NULL when the outbox was empty; unchanged
--- when every row went to a group), moved the number of outbox rows taken, flushes the
--- windows whose River flush jobs the caller enqueues in this transaction. No parameter has
--- a default: the sequencer's Config owns them.
-CREATE FUNCTION tocsin.sequence_batch(batch_limit integer, message_window interval, message_max integer,
-                                      OUT head bigint, OUT moved integer, OUT flushes jsonb)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_from    bigint;
-    v_batch   tocsin.outbox[];
-    v_entries tocsin.batch_entry[];
-BEGIN
-    SELECT position INTO v_from FROM tocsin.feed_state FOR UPDATE;
-
-    v_batch := tocsin.sequence_take(batch_limit);                                    -- 1
-    moved := coalesce(cardinality(v_batch), 0);
-    IF moved = 0 THEN
-        RETURN;
-    END IF;
-    flushes := tocsin.sequence_divert_grouped(v_batch, message_window, message_max); -- 2
-    v_entries := tocsin.sequence_number(v_batch, v_from);                            -- 3
-    IF cardinality(v_entries) = 0 THEN -- every row went to a group: the feed did not move
-        head := v_from;
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM unnest(v_entries) e WHERE e.kind = 'digest') THEN
-        v_entries := tocsin.sequence_supersede_digests(v_entries);                  -- 4
-    END IF;
-    IF EXISTS (SELECT 1 FROM unnest(v_entries) e WHERE e.kind = 'inbox') THEN
-        v_entries := tocsin.sequence_stamp_inbox_counts(v_entries);                 -- 5
-    END IF;
-    head := tocsin.sequence_write(v_entries);                                        -- 6
-
-    UPDATE tocsin.feed_state SET position = head, updated_at = now();               -- 7
-    -- The doorbell: one tiny NOTIFY per batch, delivered when this transaction commits.
-    PERFORM pg_notify('tocsin_doorbell', head::text);
-END;
-$$;
+-- The batch itself, tocsin.sequence_batch, which runs these steps, is defined in
+-- 0020_sequence_batch_durable.sql.

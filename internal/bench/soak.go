@@ -2,18 +2,22 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,7 +82,9 @@ type SoakResult struct {
 	Sent, Received, Duplicated, Lost int64
 	Reconnects                       int64
 	Errors                           int64 // failed requests (each followed by a retry from the cursor)
-	Samples                          []SoakSample
+	// ErrorKinds counts failed requests by kind (the error with its numbers blanked).
+	ErrorKinds map[string]int64
+	Samples    []SoakSample
 	// MemoryGrowth is the last sample's RSS over the first sample after warm-up.
 	MemoryGrowth float64
 }
@@ -171,14 +177,15 @@ func RunSoak(ctx context.Context, cfg SoakConfig, out io.Writer) (SoakResult, er
 	}
 
 	var (
-		received, duplicated, reconnects, errs atomic.Int64
-		followers                              sync.WaitGroup
+		received, duplicated, reconnects atomic.Int64
+		errs                             = &errorKinds{kinds: map[string]int64{}}
+		followers                        sync.WaitGroup
 	)
 	followCtx, stopFollowing := context.WithCancel(ctx)
 	defer stopFollowing()
 	for _, c := range clients {
 		followers.Go(func() {
-			c.follow(followCtx, httpc, base, &received, &duplicated, &reconnects, &errs)
+			c.follow(followCtx, httpc, base, &received, &duplicated, &reconnects, errs)
 		})
 	}
 
@@ -237,14 +244,20 @@ publishing:
 	stopFollowing()
 	followers.Wait()
 
-	res.Received, res.Duplicated, res.Reconnects, res.Errors = received.Load(), duplicated.Load(), reconnects.Load(), errs.Load()
+	res.Received, res.Duplicated, res.Reconnects = received.Load(), duplicated.Load(), reconnects.Load()
+	res.Errors, res.ErrorKinds = errs.snapshot()
 	res.Lost = res.Sent - res.Received
 	warm := res.Samples[min(1, len(res.Samples)-1)]
 	last := res.Samples[len(res.Samples)-1]
 	res.MemoryGrowth = float64(last.RSS) / float64(max(warm.RSS, 1))
 
 	fmt.Fprintf(out, "events   sent %d, received %d, duplicated %d, lost %d\n", res.Sent, res.Received, res.Duplicated, res.Lost)
-	fmt.Fprintf(out, "clients  %d reconnects (waves and lifetimes), %d failed requests retried\n", res.Reconnects, res.Errors)
+	fmt.Fprintf(out, "clients  %d reconnects (waves, stream ends, errors), %d failed requests retried\n", res.Reconnects, res.Errors)
+	for _, k := range slices.SortedFunc(maps.Keys(res.ErrorKinds), func(a, b string) int {
+		return cmp.Compare(res.ErrorKinds[b], res.ErrorKinds[a])
+	}) {
+		fmt.Fprintf(out, "  %8d  %s\n", res.ErrorKinds[k], k)
+	}
 	fmt.Fprintf(out, "memory   RSS %.1f MiB after warm-up, %.1f MiB at the end (x%.2f)\n", mib(warm.RSS), mib(last.RSS), res.MemoryGrowth)
 	fmt.Fprintf(out, "reproduce: tocsin bench soak --clients %d --duration %s --rate %d\n", cfg.Clients, cfg.Duration, cfg.Rate)
 
@@ -292,7 +305,7 @@ func publishSteadily(ctx context.Context, pool *pgxpool.Pool, cfg SoakConfig, se
 
 // follow reads c's feed over its transport until ctx ends, reconnecting from its cursor
 // after an error, the end of a stream, or a kick.
-func (c *soakClient) follow(ctx context.Context, httpc *http.Client, base string, received, duplicated, reconnects, errs *atomic.Int64) {
+func (c *soakClient) follow(ctx context.Context, httpc *http.Client, base string, received, duplicated, reconnects *atomic.Int64, errs *errorKinds) {
 	got := func(events []soakEvent) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -345,7 +358,7 @@ func (c *soakClient) follow(ctx context.Context, httpc *http.Client, base string
 		}
 		reconnects.Add(1)
 		if !kicked && err != nil {
-			errs.Add(1)
+			errs.add(c.transport, err)
 			time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
 		}
 	}
@@ -475,4 +488,31 @@ func openFiles(pid int) int {
 		return 0
 	}
 	return len(entries)
+}
+
+// errorKinds counts failed requests by kind.
+type errorKinds struct {
+	mu    sync.Mutex
+	total int64
+	kinds map[string]int64
+}
+
+var digits = regexp.MustCompile(`[0-9]+`)
+
+func (e *errorKinds) add(transport string, err error) {
+	msg := err.Error()
+	if len(msg) > 120 {
+		msg = msg[:120]
+	}
+	kind := transport + ": " + digits.ReplaceAllString(msg, "N")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.total++
+	e.kinds[kind]++
+}
+
+func (e *errorKinds) snapshot() (int64, map[string]int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.total, maps.Clone(e.kinds)
 }

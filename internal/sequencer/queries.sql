@@ -1,5 +1,6 @@
--- The sequencer's runtime SQL. The batch itself is tocsin.sequence_batch and its named
--- steps (migrations/0007_sequence_batch.sql).
+-- The sequencer's runtime SQL. The batch itself is tocsin.sequence_batch
+-- (migrations/0020_sequence_batch_durable.sql) and its named steps
+-- (migrations/0007_sequence_batch.sql).
 
 -- name: sequence_batch
 -- One batch, in the caller's transaction: the new head (NULL when the outbox was empty),
@@ -10,3 +11,8 @@ SELECT head, moved, flushes FROM tocsin.sequence_batch($1, $2, $3);
 -- Waits inside the server until a committed outbox row is there (true) or the timeout
 -- passes (false), probing every interval.
 SELECT tocsin.outbox_wait($1, $2);
+
+-- name: feed_check_history
+-- On taking leadership: the (new) epoch, and why it changed when the feed's history may
+-- have diverged (NULL otherwise). $1 is the highest head this process saw committed.
+SELECT epoch, reset_reason FROM tocsin.feed_check_history($1);

@@ -9,6 +9,12 @@
 //   - A batch only ever reads committed rows and moves them atomically (delete from the
 //     outbox, insert into the feed, advance the head, NOTIFY), so a crash at any moment
 //     loses nothing and repeats nothing.
+//   - A position, once announced, is durable: the batch commits synchronously whatever the
+//     session's synchronous_commit. When the sequencer takes leadership it checks the feed's
+//     history (tocsin.feed_check_history): another database system or WAL timeline (a
+//     promoted standby, a restored backup) or a head below the highest this process saw
+//     committed means commits may have been lost, and the epoch changes, so that clients
+//     get 410 instead of phantom events or a silent gap.
 //   - Grouped rows never reach the feed directly: the batch diverts them into
 //     tocsin.group_pending and, in the same transaction, enqueues one River flush job per
 //     touched window through Config.Enqueuer. A batch whose enqueue fails rolls back whole.
@@ -24,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -88,10 +95,11 @@ const (
 
 var (
 	//go:embed queries.sql
-	queriesSQL       string
-	queries          = sqlfile.Parse("sequencer/queries.sql", queriesSQL)
-	sequenceBatchSQL = queries.Get("sequence_batch")
-	outboxWaitSQL    = queries.Get("outbox_wait")
+	queriesSQL          string
+	queries             = sqlfile.Parse("sequencer/queries.sql", queriesSQL)
+	sequenceBatchSQL    = queries.Get("sequence_batch")
+	outboxWaitSQL       = queries.Get("outbox_wait")
+	feedCheckHistorySQL = queries.Get("feed_check_history")
 )
 
 // leaderLockKey is the advisory lock that makes a sequencer the leader ("tocsin-seq").
@@ -103,6 +111,8 @@ type Sequencer struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
 	wake chan struct{}
+	// seenHead is the highest head a batch of this process committed.
+	seenHead atomic.Int64
 }
 
 func (c *Config) withDefaults() {
@@ -157,6 +167,12 @@ func (s *Sequencer) Run(ctx context.Context) error {
 
 // lead sequences on conn, the connection that holds leadership, until ctx ends.
 func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
+	if err := s.checkHistory(ctx, conn); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	timeoutMs, intervalMs := s.cfg.WaitTimeout.Milliseconds(), s.cfg.PollInterval.Milliseconds()
 	pending := true
 	for {
@@ -197,6 +213,9 @@ func (s *Sequencer) drain(ctx context.Context, conn *pgx.Conn) error {
 		if head == nil {
 			return nil
 		}
+		if *head > s.seenHead.Load() {
+			s.seenHead.Store(*head)
+		}
 		if s.cfg.BatchFunc != nil {
 			s.cfg.BatchFunc(*head, moved)
 		}
@@ -228,4 +247,23 @@ func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn) (head *int64, mov
 		return nil
 	})
 	return head, moved, err
+}
+
+// checkHistory runs tocsin.feed_check_history before the first batch of a leadership: if
+// the feed's history may have diverged since it was written (see the package doc), the
+// epoch changes and every client is sent back to refetch with 410.
+func (s *Sequencer) checkHistory(ctx context.Context, conn *pgx.Conn) error {
+	var (
+		epoch  string
+		reason *string
+	)
+	if err := conn.QueryRow(ctx, feedCheckHistorySQL, s.seenHead.Load()).Scan(&epoch, &reason); err != nil {
+		return fmt.Errorf("checking the feed's history: %w", err)
+	}
+	if reason != nil {
+		s.log.Error("the feed's history may have diverged: feed epoch changed, clients will refetch (410)",
+			slog.String("reason", *reason), slog.String("epoch", epoch))
+		s.seenHead.Store(0)
+	}
+	return nil
 }
