@@ -101,7 +101,7 @@ func TestCommandHelpListsOnlyItsFlagsWithTypesAndDefaults(t *testing.T) {
 		{args: []string{"token"}, flags: []string{"jwt-audience", "jwt-issuer", "jwt-secret", "scope", "sub", "ttl"},
 			lines: []string{"--ttl duration lifetime of the token (default 1h0m0s)", "--sub string the recipient (sub claim); required"}},
 		{args: []string{"routes", "check"}, flags: []string{"capture-default", "database-url"},
-			lines: []string{"--capture-default string capture mode of routes that do not name one: trigger or replication (env TOCSIN_CAPTURE_DEFAULT) (default trigger)"}},
+			lines: []string{"--capture-default string capture mode of routes that do not name one: trigger, replication or debezium (env TOCSIN_CAPTURE_DEFAULT) (default trigger)"}},
 		{args: []string{"routes", "apply"}, flags: []string{"capture-default", "database-url"}},
 		{args: []string{"switch", "push"}, flags: []string{"database-url"}},
 		{args: []string{"capture", "drop-slot"}, flags: []string{"database-url"}},
