@@ -2,31 +2,28 @@ package app_test
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tocsin/tocsin/web/webtest"
 )
 
 // A real EventSource (test/sse-client: eventsource@4.1.1 under `node --test`) reads the
-// stream with a ticket, is refused a used ticket, and resumes from an event id. Skipped
-// only when node is not installed; the pinned client is installed with `npm ci` (from
-// package-lock.json) the first time.
+// stream with a ticket, is refused a used ticket, and resumes from an event id. The pinned
+// client is installed with `npm ci` (from package-lock.json) the first time. Without node
+// or npm, or with the npm registry unreachable, the test skips saying what is missing,
+// except under CI=true, where it fails.
 func TestEventSourceClient(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
-	dir, err := filepath.Abs(filepath.Join("..", "..", "test", "sse-client"))
-	require.NoError(t, err)
-	installSSEClient(t, dir)
+	node, _ := webtest.Node(t)
+	dir := webtest.Dir(t, filepath.Join("..", "..", "test", "sse-client"))
+	webtest.NpmCI(t, dir)
 
 	b := setup(t)
 	tok := token(t, "alice")
@@ -44,28 +41,27 @@ func TestEventSourceClient(t *testing.T) {
 	t.Logf("node --test:\n%s", out)
 }
 
-var npmOnce sync.Once
+// An unreachable npm registry skips a test that needs packages, with the reason and what
+// to do (CI=true turns the skip into a failure: webtest's missing). The registry is made
+// unreachable by an npm that fails as npm does offline.
+func TestNpmRegistryUnreachableSkips(t *testing.T) {
+	bin := t.TempDir()
+	for name, script := range map[string]string{
+		"node": "#!/bin/sh\nexit 0\n",
+		"npm":  "#!/bin/sh\necho 'npm error code ENOTFOUND' >&2\necho 'npm error request to https://registry.npmjs.org/eventsource failed' >&2\nexit 1\n",
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755))
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("CI", "")
+	pkg := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(pkg, "package-lock.json"), []byte("{}"), 0o644))
 
-// installSSEClient runs `npm ci` in dir once per test binary when its packages are missing.
-func installSSEClient(t *testing.T, dir string) {
-	t.Helper()
-	var err error
-	npmOnce.Do(func() {
-		if _, statErr := os.Stat(filepath.Join(dir, "node_modules", "eventsource")); statErr == nil {
-			return
-		}
-		npm, lookErr := exec.LookPath("npm")
-		if lookErr != nil {
-			err = fmt.Errorf("node is installed but npm is not: %w", lookErr)
-			return
-		}
-		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, runErr := cmd.CombinedOutput(); runErr != nil {
-			err = fmt.Errorf("npm ci in %s: %w\n%s", dir, runErr, out)
-		}
+	var skipped bool
+	t.Run("needs packages", func(t *testing.T) {
+		defer func() { skipped = t.Skipped() }()
+		webtest.NpmCI(t, pkg)
+		t.Error("NpmCI returned although the registry is unreachable")
 	})
-	require.NoError(t, err)
-	_, statErr := os.Stat(filepath.Join(dir, "node_modules", "eventsource"))
-	require.NoError(t, statErr, "the SSE test client is not installed")
+	require.True(t, skipped, "an unreachable registry skips the test")
 }

@@ -6,6 +6,9 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"regexp"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -162,4 +165,30 @@ func (c *vecCollector) Collect(ch chan<- prometheus.Metric) {
 	c.collect(func(v float64, labelValues ...string) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, labelValues...)
 	})
+}
+
+// fqName finds a descriptor's metric name in its description (client_golang keeps it
+// unexported).
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// Names lists the names of every metric registered so far that starts with prefix, sorted
+// (the README's metrics table is checked against them).
+func (m *Metrics) Names(prefix string) []string {
+	descs := make(chan *prometheus.Desc)
+	go func() {
+		m.registry.Describe(descs)
+		close(descs)
+	}()
+	seen := map[string]bool{}
+	for d := range descs {
+		if sub := fqName.FindStringSubmatch(d.String()); sub != nil && strings.HasPrefix(sub[1], prefix) {
+			seen[sub[1]] = true
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
