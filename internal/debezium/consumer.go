@@ -233,6 +233,7 @@ func (c *Consumer) session(ctx context.Context) error {
 	}
 	var cl *kgo.Client
 	opts = append(opts,
+		kgo.WithLogger(kgoLogger{c.log}),
 		kgo.ConsumerGroup(c.cfg.Kafka.Group),
 		kgo.ConsumeTopics(topics...),
 		kgo.DisableAutoCommit(),

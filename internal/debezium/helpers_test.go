@@ -85,6 +85,12 @@ type bundle struct {
 // topic has partitions partitions.
 func setup(t testing.TB, partitions int32, src string) *bundle {
 	t.Helper()
+	return setupWith(t, partitions, src, nil, nil)
+}
+
+// setupWith is setup with more options for the Kafka cluster and the producer.
+func setupWith(t testing.TB, partitions int32, src string, kopts []kfake.Opt, popts []kgo.Opt) *bundle {
+	t.Helper()
 	db := pgtest.New(t)
 	b := &bundle{ctx: context.Background(), db: db, pool: db.Pool, logs: &syncBuffer{}}
 	_, err := b.pool.Exec(b.ctx, tocsinSchema)
@@ -94,12 +100,13 @@ func setup(t testing.TB, partitions int32, src string) *bundle {
 	_, err = routes.Apply(b.ctx, b.pool, f)
 	require.NoError(t, err)
 
-	b.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic, prefix+".public.other"))
+	b.kafka, err = kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1),
+		kfake.SeedTopics(partitions, topic, prefix+".public.other")}, kopts...)...)
 	require.NoError(t, err)
 	t.Cleanup(b.kafka.Close)
 	b.brokers = b.kafka.ListenAddrs()
-	b.prod, err = kgo.NewClient(kgo.SeedBrokers(b.brokers...), kgo.DefaultProduceTopic(topic),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), kgo.ProducerLinger(0))
+	b.prod, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), kgo.ProducerLinger(0)}, popts...)...)
 	require.NoError(t, err)
 	t.Cleanup(b.prod.Close)
 	return b

@@ -1,10 +1,12 @@
 package debezium
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -122,4 +124,18 @@ func (k *Kafka) mechanism() sasl.Mechanism {
 		return scram.Auth{User: k.SASLUser, Pass: k.SASLPassword}.AsSha512Mechanism()
 	}
 	return nil
+}
+
+// kgoLogger passes the Kafka client's warnings and errors (a refused login, an unreachable
+// broker) to the node's log.
+type kgoLogger struct{ log *slog.Logger }
+
+func (kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lvl := slog.LevelWarn
+	if level == kgo.LogLevelError {
+		lvl = slog.LevelError
+	}
+	l.log.Log(context.Background(), lvl, "kafka: "+msg, keyvals...)
 }
