@@ -48,12 +48,9 @@ func (c *Consumer) apply(ctx context.Context, router *routes.Router, recs []*kgo
 	states := map[topicPartition]*partitionState{}
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		var err error
-		if states, err = lockPartitions(ctx, tx, recs); err != nil {
-			return err
-		}
 		var enabled bool
-		if err := tx.QueryRow(ctx, `SELECT tocsin.capture_enabled()`).Scan(&enabled); err != nil {
-			return fmt.Errorf("reading the capture switch: %w", err)
+		if states, enabled, err = lockPartitions(ctx, tx, recs); err != nil {
+			return err
 		}
 		var out []outbox.Row
 		for _, r := range recs {
@@ -134,8 +131,8 @@ func (c *Consumer) decode(router *routes.Router, st *partitionState, r *kgo.Reco
 }
 
 // lockPartitions creates the missing rows of recs' partitions and locks them all, in a
-// fixed order, returning their state.
-func lockPartitions(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) (map[topicPartition]*partitionState, error) {
+// fixed order, returning their state and the capture switch (one round trip).
+func lockPartitions(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) (map[topicPartition]*partitionState, bool, error) {
 	first := map[topicPartition]int64{}
 	var order []topicPartition
 	for _, r := range recs {
@@ -158,19 +155,29 @@ func lockPartitions(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) (map[top
 	for i, tp := range order {
 		ts[i], ps[i], os[i] = tp.topic, tp.partition, first[tp]
 	}
-	if _, err := tx.Exec(ctx, `
+	b := &pgx.Batch{}
+	b.Queue(`
 		INSERT INTO tocsin.debezium_offset (topic, partition, next_offset)
-		SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ON CONFLICT DO NOTHING`, ts, ps, os); err != nil {
-		return nil, fmt.Errorf("recording partitions: %w", err)
-	}
-	rows, err := tx.Query(ctx, `
+		SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ON CONFLICT DO NOTHING`, ts, ps, os)
+	b.Queue(`SELECT tocsin.capture_enabled()`)
+	b.Queue(`
 		SELECT o.topic, o.partition, o.next_offset, o.last_commit_lsn, o.last_lsn, o.last_keys
 		FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS u(topic, partition, ord)
 		JOIN tocsin.debezium_offset o USING (topic, partition)
 		ORDER BY u.ord
 		FOR UPDATE OF o`, ts, ps)
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, false, fmt.Errorf("recording partitions: %w", err)
+	}
+	var enabled bool
+	if err := br.QueryRow().Scan(&enabled); err != nil {
+		return nil, false, fmt.Errorf("reading the capture switch: %w", err)
+	}
+	rows, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("locking partitions: %w", err)
+		return nil, false, fmt.Errorf("locking partitions: %w", err)
 	}
 	states := map[topicPartition]*partitionState{}
 	var t string
@@ -190,12 +197,12 @@ func lockPartitions(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) (map[top
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("locking partitions: %w", err)
+		return nil, false, fmt.Errorf("locking partitions: %w", err)
 	}
 	if len(states) != len(order) {
-		return nil, fmt.Errorf("locking partitions: %d of %d rows found", len(states), len(order))
+		return nil, false, fmt.Errorf("locking partitions: %d of %d rows found", len(states), len(order))
 	}
-	return states, nil
+	return states, enabled, br.Close()
 }
 
 // storePartitions writes the partitions' new positions.

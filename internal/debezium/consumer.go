@@ -134,7 +134,8 @@ func (c *Consumer) Skipped() map[string]int64 {
 // Resent returns how many change events were recognised as Debezium's resends and skipped.
 func (c *Consumer) Resent() int64 { return c.resent.Load() }
 
-// Lag returns each partition's lag as of the last fetch, sorted.
+// Lag returns the lag of each partition this member holds, as of its last fetch that
+// returned records (a partition not fetched from since its assignment is left out), sorted.
 func (c *Consumer) Lag() []PartitionLag {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -149,6 +150,13 @@ func (c *Consumer) Lag() []PartitionLag {
 		return out[i].Topic < out[j].Topic || (out[i].Topic == out[j].Topic && out[i].Partition < out[j].Partition)
 	})
 	return out
+}
+
+// Partitions returns how many partitions this member holds.
+func (c *Consumer) Partitions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.lag)
 }
 
 // Run consumes until ctx ends. It idles while no debezium route exists and starts a new
@@ -236,7 +244,10 @@ func (c *Consumer) session(ctx context.Context) error {
 		kgo.WithLogger(kgoLogger{c.log}),
 		kgo.ConsumerGroup(c.cfg.Kafka.Group),
 		kgo.ConsumeTopics(topics...),
-		kgo.DisableAutoCommit(),
+		// Kafka's committed offsets only serve lag monitoring (Tocsin resumes from its own):
+		// records are marked once their batch committed and kgo commits the marks in the
+		// background, off the path of the next batch.
+		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AdjustFetchOffsetsFn(func(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
@@ -276,10 +287,7 @@ func (c *Consumer) session(ctx context.Context) error {
 				cl.AllowRebalance()
 				return err
 			}
-			// Kafka's committed offsets only serve lag monitoring: Tocsin resumes from its own.
-			if err := cl.CommitRecords(ctx, recs...); err != nil && ctx.Err() == nil {
-				c.log.Debug("committing offsets to Kafka", slog.Any("error", err))
-			}
+			cl.MarkCommitRecords(recs...)
 		}
 		cl.AllowRebalance()
 		if time.Now().After(refreshAt) {
@@ -346,10 +354,15 @@ func (c *Consumer) storedOffsets(ctx context.Context, cl *kgo.Client, assigned m
 				c.setLag(topicPartition{t, p}, -1, next)
 			} else {
 				out[t][p] = kgo.NewOffset().AtStart()
+				c.setLag(topicPartition{t, p}, -1, -1)
 			}
 		}
 	}
-	c.log.Info("debezium partitions assigned", slog.Int("partitions", len(stored)))
+	n := 0
+	for _, ps := range out {
+		n += len(ps)
+	}
+	c.log.Info("debezium partitions assigned", slog.Int("partitions", n))
 	return out, nil
 }
 
