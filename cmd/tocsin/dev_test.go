@@ -227,6 +227,11 @@ func TestDevLoop(t *testing.T) {
 		require.Equal(t, usingDB, r.stderr)
 		require.Contains(t, r.stdout, "no replication slot")
 
+		r = tocsin(t, dir, nil, "bench", "capture", "--duration", "100ms", "--rounds", "1", "--modes", "none", "--writers", "1")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Equal(t, usingDB+"tocsin: the dev cluster runs with fsync=off: these are not durable-commit figures (--private for those)\n", r.stderr)
+		require.Contains(t, r.stdout, "fsync=off", "the bench ran on the dev cluster")
+
 		// A flag or the environment still wins, and then nothing is said.
 		r = tocsin(t, dir, []string{"TOCSIN_JWT_SECRET=" + strings.Repeat("k", 32)}, "token", "--sub", "alice")
 		require.Equal(t, 0, r.code, r.stderr)

@@ -59,3 +59,39 @@ func TestKafkaSettings(t *testing.T) {
 	require.ErrorContains(t, err, `TOCSIN_KAFKA_SASL_MECHANISM): "gssapi" is not plain, scram-sha-256 or scram-sha-512`)
 	require.ErrorContains(t, err, `TOCSIN_DEBEZIUM_START): "now" is not earliest or latest`)
 }
+
+// A command that needs only some settings registers only their flags (so -h lists only
+// them) and reads only their variables: an unrelated bad variable does not stop it.
+func TestLoadOnlyRegistersAndReadsTheNamedSettings(t *testing.T) {
+	t.Setenv("TOCSIN_LONG_POLL_MAX", "soon")
+	t.Setenv("TOCSIN_DATABASE_URL", "postgres://env/db")
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c, err := LoadOnly(fs, nil, "database-url")
+	require.NoError(t, err)
+	require.Equal(t, "postgres://env/db", c.DatabaseURL)
+	require.Equal(t, 60*time.Second, c.LongPollMax, "others keep their defaults")
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	require.Equal(t, []string{"database-url"}, names)
+
+	fs = flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	_, err = LoadOnly(fs, []string{"--long-poll-max", "1s"}, "database-url")
+	require.ErrorContains(t, err, "flag provided but not defined: -long-poll-max")
+}
+
+// Each flag says its type for -h: duration, int, bytes or string.
+func TestFlagsKnowTheirType(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	_, err := Load(fs, nil)
+	require.NoError(t, err)
+	typeOf := func(name string) string { return fs.Lookup(name).Value.(*Value).Type() }
+	require.Equal(t, "duration", typeOf("long-poll-max"))
+	require.Equal(t, "int", typeOf("sse-buffer"))
+	require.Equal(t, "bytes", typeOf("slot-wal-warn-bytes"))
+	require.Equal(t, "string", typeOf("addr"))
+	require.Equal(t, "60s", fs.Lookup("long-poll-max").DefValue)
+}
