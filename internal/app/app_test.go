@@ -86,7 +86,10 @@ func startNode(t *testing.T, db *pgtest.DB, args ...string) *bundle {
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			require.NoError(t, <-done)
+			// Errorf, not require: the shutdown test stops the node from another goroutine.
+			if err := <-done; err != nil {
+				t.Errorf("the node stopped with an error: %v", err)
+			}
 		})
 	}
 	t.Cleanup(stop)
@@ -116,17 +119,37 @@ type page struct {
 
 func getFeed(t *testing.T, client *http.Client, base, tok, query string) (int, page) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+"/v1/feed?"+query, nil)
+	status, p, err := getFeedErr(client, base, tok, query)
 	require.NoError(t, err)
+	return status, p
+}
+
+// polled is what a GET /v1/feed made on another goroutine got.
+type polled struct {
+	status int
+	page   page
+	err    error
+}
+
+// getFeedErr is getFeed for goroutines other than the test's: it returns its error.
+func getFeedErr(client *http.Client, base, tok, query string) (int, page, error) {
+	var p page
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/feed?"+query, nil)
+	if err != nil {
+		return 0, p, err
+	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var p page
-	if resp.StatusCode == http.StatusOK {
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
+	if err != nil {
+		return 0, p, err
 	}
-	return resp.StatusCode, p
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+			return resp.StatusCode, p, fmt.Errorf("decoding the page: %w", err)
+		}
+	}
+	return resp.StatusCode, p, nil
 }
 
 // The README's walkthrough: a long poll receives a row inserted in another session, with
@@ -138,15 +161,18 @@ func TestWalkthroughLongPollReceivesInsert(t *testing.T) {
 	b := setup(t)
 	alice := token(t, "alice")
 
-	result := make(chan page, 1)
+	result := make(chan polled, 1)
 	go func() {
-		_, p := getFeed(t, http.DefaultClient, b.base, alice, "after=now&wait=15")
-		result <- p
+		status, p, err := getFeedErr(http.DefaultClient, b.base, alice, "after=now&wait=15")
+		result <- polled{status, p, err}
 	}()
 	require.Eventually(t, func() bool { return b.queries.feedAfter.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
 	_, err := b.db.Pool.Exec(ctx, `INSERT INTO comment (portfolio_id, author_id, body) VALUES (1, 'bob', 'Nice work')`)
 	require.NoError(t, err)
-	p := <-result
+	r := <-result
+	require.NoError(t, r.err)
+	require.Equal(t, http.StatusOK, r.status)
+	p := r.page
 	require.Len(t, p.Events, 1)
 	e := p.Events[0]
 	require.Equal(t, "comment", e.Topic)
@@ -217,11 +243,10 @@ func parkAndPublish(t *testing.T, nodes []*bundle, clients int) {
 	}
 	var wg sync.WaitGroup
 	got := make([]page, clients)
+	statuses, errs := make([]int, clients), make([]error, clients)
 	for i := range clients {
 		wg.Go(func() {
-			status, p := getFeed(t, client, nodes[i%len(nodes)].base, tokens[i], "after=now&wait=20")
-			require.Equal(t, http.StatusOK, status)
-			got[i] = p
+			statuses[i], got[i], errs[i] = getFeedErr(client, nodes[i%len(nodes)].base, tokens[i], "after=now&wait=20")
 		})
 	}
 	// Each request reads its feed once and then parks.
@@ -250,6 +275,8 @@ func parkAndPublish(t *testing.T, nodes []*bundle, clients int) {
 	require.NoError(t, err)
 	wg.Wait()
 	for i, p := range got {
+		require.NoError(t, errs[i], "client %d", i)
+		require.Equal(t, http.StatusOK, statuses[i], "client %d", i)
 		require.Len(t, p.Events, 1, "client %d", i)
 	}
 	for i, n := range nodes {

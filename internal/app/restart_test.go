@@ -48,12 +48,10 @@ func TestFirstEventAfterRestartReadsNoHistory(t *testing.T) {
 	client := &http.Client{Transport: transport}
 	var wg sync.WaitGroup
 	got := make([]page, clients/2)
+	statuses, errs := make([]int, clients/2), make([]error, clients/2)
 	for i := range clients / 2 {
-		wg.Go(func() {
-			status, p := getFeed(t, client, b.base, token(t, recipients[i]), "after=now&wait=20")
-			require.Equal(t, http.StatusOK, status)
-			got[i] = p
-		})
+		tok := token(t, recipients[i])
+		wg.Go(func() { statuses[i], got[i], errs[i] = getFeedErr(client, b.base, tok, "after=now&wait=20") })
 	}
 	streams := make([]*sseStream, 0, clients/2)
 	for i := clients / 2; i < clients; i++ {
@@ -68,6 +66,8 @@ func TestFirstEventAfterRestartReadsNoHistory(t *testing.T) {
 	require.NoError(t, err)
 	wg.Wait()
 	for i, p := range got {
+		require.NoError(t, errs[i], "long poll %d", i)
+		require.Equal(t, http.StatusOK, statuses[i], "long poll %d", i)
 		require.Len(t, p.Events, 1, "long poll %d", i)
 		require.Equal(t, "live", p.Events[0].Topic)
 	}

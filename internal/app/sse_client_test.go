@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -102,14 +104,23 @@ func (s *sseStream) NextEvent(timeout time.Duration) (sseEvent, bool) {
 // Ended waits until the server closes the stream; it fails on any event in between.
 func (s *sseStream) Ended(t *testing.T, timeout time.Duration) {
 	t.Helper()
+	require.NoError(t, s.ended(timeout))
+}
+
+// ended is Ended for goroutines other than the test's: it returns what went wrong.
+func (s *sseStream) ended(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		e, ok := s.Next(time.Until(deadline))
 		if !ok {
-			require.False(t, time.Now().After(deadline), "the stream did not end")
-			return
+			if time.Now().After(deadline) {
+				return errors.New("the stream did not end")
+			}
+			return nil
 		}
-		require.Equal(t, ":comment", e.Event, "unexpected event before the end: %+v", e)
+		if e.Event != ":comment" {
+			return fmt.Errorf("unexpected event before the end: %+v", e)
+		}
 	}
 }
 

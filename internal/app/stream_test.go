@@ -86,15 +86,15 @@ func TestStreamSeamWhileBacklogReplays(t *testing.T) {
 
 	s := openStream(t, b.base, "", bearer(tok))
 	require.Equal(t, http.StatusOK, s.Resp.StatusCode)
-	done := make(chan struct{})
-	go func() { defer close(done); publish(t, b, "alice", backlog, backlog+live) }()
+	done := make(chan error, 1)
+	go func() { done <- publishErr(b, "alice", backlog, backlog+live) }()
 	var got []received
 	for len(got) < backlog+live {
 		e, ok := s.NextEvent(deliveryTimeout)
 		require.True(t, ok, "got %d of %d", len(got), backlog+live)
 		got = append(got, received{ID: e.ID, N: payloadN(t, json.RawMessage(e.Data))})
 	}
-	<-done
+	require.NoError(t, <-done)
 	requireSequence(t, got, 0, backlog+live)
 	_, more := s.NextEvent(100 * time.Millisecond)
 	require.False(t, more, "no event after the last one")
@@ -441,35 +441,45 @@ func TestShutdownDrainsStreamsAndPolls(t *testing.T) {
 		streams = append(streams, s)
 	}
 	_, start := getFeed(t, http.DefaultClient, b.base, tok, "after=now")
-	type pollResult struct {
-		status int
-		p      page
-	}
-	polled := make(chan pollResult, 1)
+	poll := make(chan polled, 1)
 	parkedBefore := b.queries.feedAfter.Load()
 	go func() {
-		status, p := getFeed(t, http.DefaultClient, b.base, tok, "after="+start.Cursor+"&wait=20")
-		polled <- pollResult{status, p}
+		status, p, err := getFeedErr(http.DefaultClient, b.base, tok, "after="+start.Cursor+"&wait=20")
+		poll <- polled{status, p, err}
 	}()
 	require.Eventually(t, func() bool { return b.node.API.Stats().LongPolls == 1 && b.queries.feedAfter.Load() > parkedBefore },
 		streamTimeout, 5*time.Millisecond)
 
 	stopped := make(chan struct{})
 	go func() { b.stop(); close(stopped) }()
-	r := <-polled
+	r := <-poll
+	require.NoError(t, r.err)
 	require.Equal(t, http.StatusOK, r.status)
-	require.Empty(t, r.p.Events)
-	require.Equal(t, start.Cursor, r.p.Cursor)
+	require.Empty(t, r.page.Events)
+	require.Equal(t, start.Cursor, r.page.Cursor)
+	// Each stream is read on its own goroutine (they end concurrently); the test goroutine
+	// checks what each saw.
+	type ending struct {
+		last sseEvent
+		ok   bool
+		err  error
+	}
+	endings := make([]ending, len(streams))
 	var wg sync.WaitGroup
-	for _, s := range streams {
+	for i, s := range streams {
 		wg.Go(func() {
-			e, ok := s.NextEvent(streamTimeout)
-			require.True(t, ok)
-			require.Equal(t, "reconnect", e.Event)
-			require.JSONEq(t, `{"reason":"shutdown"}`, e.Data)
-			s.Ended(t, streamTimeout)
+			endings[i].last, endings[i].ok = s.NextEvent(streamTimeout)
+			if endings[i].ok {
+				endings[i].err = s.ended(streamTimeout)
+			}
 		})
 	}
 	wg.Wait()
+	for i, e := range endings {
+		require.True(t, e.ok, "stream %d", i)
+		require.Equal(t, "reconnect", e.last.Event, "stream %d", i)
+		require.JSONEq(t, `{"reason":"shutdown"}`, e.last.Data, "stream %d", i)
+		require.NoError(t, e.err, "stream %d", i)
+	}
 	<-stopped
 }

@@ -114,11 +114,18 @@ func payloadN(t *testing.T, raw json.RawMessage) int {
 // publish publishes messages n = from..to-1 to recipient, one transaction each.
 func publish(t *testing.T, b *bundle, recipient string, from, to int) {
 	t.Helper()
+	require.NoError(t, publishErr(b, recipient, from, to))
+}
+
+// publishErr is publish for goroutines other than the test's: it returns its error.
+func publishErr(b *bundle, recipient string, from, to int) error {
 	for i := from; i < to; i++ {
-		_, err := b.db.Pool.Exec(context.Background(),
-			`SELECT tocsin.publish($1::text, 'chat', jsonb_build_object('n', $2::int))`, recipient, i)
-		require.NoError(t, err)
+		if _, err := b.db.Pool.Exec(context.Background(),
+			`SELECT tocsin.publish($1::text, 'chat', jsonb_build_object('n', $2::int))`, recipient, i); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 func requireSequence(t *testing.T, got []received, from, to int) {
@@ -143,8 +150,10 @@ func TestDeliveryOverEachTransport(t *testing.T) {
 			t.Run("InOrderExactlyOnce", func(t *testing.T) {
 				// Some events exist before the client comes, more arrive while it reads.
 				publish(t, b, "alice", 0, 10)
-				go publish(t, b, "alice", 10, 25)
+				published := make(chan error, 1)
+				go func() { published <- publishErr(b, "alice", 10, 25) }()
 				got, cursor := tr.collect(t, b, tok, "", 25)
+				require.NoError(t, <-published)
 				requireSequence(t, got, 0, 25)
 				require.Equal(t, got[len(got)-1].ID, cursor)
 				// Nothing more: the truth, read by a short poll.

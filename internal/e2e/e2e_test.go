@@ -143,7 +143,7 @@ func poll(client *http.Client, base, token, after string, wait int) (feedPage, i
 
 // leader names the node whose connection holds the sequencer's advisory lock in db's
 // database (other tests' nodes hold the same lock in theirs).
-func leader(t *testing.T, db *pgtest.DB) string {
+func leader(db *pgtest.DB) string {
 	var name string
 	err := db.Pool.QueryRow(context.Background(), `
 		SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -165,7 +165,7 @@ func TestKillLeaderUnderLoadClientHopsNodesNoLossNoDuplicates(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.New(t)
 	nodes := []*node{startNode(t, "node-a", db.URL), startNode(t, "node-b", db.URL)}
-	require.Eventually(t, func() bool { return leader(t, db) != "" }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return leader(db) != "" }, 10*time.Second, 20*time.Millisecond)
 	token, err := auth.Mint(auth.Config{HS256Secret: []byte(secret)}, "alice", time.Hour, "")
 	require.NoError(t, err)
 
@@ -203,7 +203,7 @@ func TestKillLeaderUnderLoadClientHopsNodesNoLossNoDuplicates(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		name := leader(t, db)
+		name := leader(db)
 		for _, n := range nodes {
 			if n.name == name {
 				n.kill()
@@ -245,7 +245,7 @@ func TestKillLeaderUnderLoadClientHopsNodesNoLossNoDuplicates(t *testing.T) {
 	}
 	name := <-killed
 	require.NotEmpty(t, name, "no leader was found to kill")
-	newLeader := leader(t, db)
+	newLeader := leader(db)
 	require.NotEqual(t, name, newLeader, "leadership did not move")
 	require.NotEmpty(t, newLeader)
 

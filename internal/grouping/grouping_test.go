@@ -3,6 +3,7 @@ package grouping_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -13,8 +14,10 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tocsin/tocsin/internal/grouping"
+	"github.com/tocsin/tocsin/internal/outbox"
 	"github.com/tocsin/tocsin/internal/pgtest"
 	"github.com/tocsin/tocsin/internal/sequencer"
 )
@@ -92,12 +95,18 @@ func setup(t *testing.T, o options) *bundle {
 // change writes one grouped outbox row for recipient, as route r's trigger would.
 func (b *bundle) change(t *testing.T, recipient string, id int, group string) {
 	t.Helper()
-	_, err := b.db.Pool.Exec(context.Background(), `INSERT INTO tocsin.outbox
-		(recipient, route, topic, kind, op, table_name, key, data, group_key)
-		VALUES ($1, 'r', 'comment', 'notification', 'insert', 'public.comment',
-		        jsonb_build_object('id', $2::int), jsonb_build_object('id', $2::int, 'body', 'b' || $2), $3)`,
-		recipient, id, group)
-	require.NoError(t, err)
+	require.NoError(t, b.changeErr(recipient, id, group))
+}
+
+// changeErr writes one grouped change of route r, as a route's trigger would.
+func (b *bundle) changeErr(recipient string, id int, group string) error {
+	ctx := context.Background()
+	return pgx.BeginFunc(ctx, b.db.Pool, func(tx pgx.Tx) error {
+		return outbox.InsertTx(ctx, tx, []outbox.Row{{Recipient: recipient, Route: "r", Topic: "comment",
+			Kind: "notification", Op: "insert", Table: "public.comment",
+			Key:  json.RawMessage(fmt.Sprintf(`{"id": %d}`, id)),
+			Data: json.RawMessage(fmt.Sprintf(`{"id": %d, "body": "b%d"}`, id, id)), GroupKey: group}})
+	})
 }
 
 type digestEntry struct {
@@ -264,16 +273,19 @@ func TestNoChangeLostOrCountedTwiceDuringFlush(t *testing.T) {
 func TestDigestsAddUpUnderConcurrentChanges(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{window: time.Second, max: 7})
-	var wg sync.WaitGroup
+	var g errgroup.Group
 	const writers, each = 6, 40
 	for w := range writers {
-		wg.Go(func() {
+		g.Go(func() error {
 			for i := range each {
-				b.change(t, "alice", w*1000+i, []string{"[1]", "[2]", "[3]"}[i%3])
+				if err := b.changeErr("alice", w*1000+i, []string{"[1]", "[2]", "[3]"}[i%3]); err != nil {
+					return err
+				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
+	require.NoError(t, g.Wait())
 	b.settle(t)
 	// Nobody read anything: each group's last digest carries its whole count.
 	var total int

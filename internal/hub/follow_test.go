@@ -18,11 +18,19 @@ import (
 // memStore is an in-memory feed: enough to drive the hub's hand-over without a database
 // (the database paths are covered end to end in internal/app).
 type memStore struct {
-	mu     sync.Mutex
-	epoch  string
-	events []feed.Event
+	mu      sync.Mutex
+	epoch   string
+	events  []feed.Event
+	horizon map[string]int64
 	// stateErrs makes that many FeedState calls fail; states counts the calls.
 	stateErrs, states int
+	// rangeErrs makes that many FeedListRange calls fail.
+	rangeErrs int
+	// afterReadFunc, when set, runs after FeedListAfter has read (its result is fixed) and
+	// before it returns: between a client's read and its registration with the hub.
+	afterReadFunc func(recipient string)
+	// rangeFunc, when set, runs when the hub's fan-out read starts, before it reads.
+	rangeFunc func()
 }
 
 func (m *memStore) append(recipient string, n int) int64 {
@@ -34,6 +42,14 @@ func (m *memStore) append(recipient string, n int) int64 {
 			ID: feed.Cursor{Epoch: m.epoch, Position: pos}.String(), Kind: "message"})
 	}
 	return int64(len(m.events))
+}
+
+// reset starts a new feed generation holding n entries of recipient: the head goes back.
+func (m *memStore) reset(epoch, recipient string, n int) int64 {
+	m.mu.Lock()
+	m.epoch, m.events = epoch, nil
+	m.mu.Unlock()
+	return m.append(recipient, n)
 }
 
 func (m *memStore) FeedState(context.Context) (feed.State, error) {
@@ -49,17 +65,32 @@ func (m *memStore) FeedState(context.Context) (feed.State, error) {
 
 func (m *memStore) FeedListAfter(_ context.Context, recipient string, after int64, limit int) ([]feed.Event, feed.State, int64, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	var out []feed.Event
 	for _, e := range m.events {
 		if e.Recipient == recipient && e.Position > after && len(out) < limit {
 			out = append(out, e)
 		}
 	}
-	return out, feed.State{Epoch: m.epoch, Head: int64(len(m.events))}, 0, nil
+	st, horizon, hook := feed.State{Epoch: m.epoch, Head: int64(len(m.events))}, m.horizon[recipient], m.afterReadFunc
+	m.mu.Unlock()
+	if hook != nil {
+		hook(recipient)
+	}
+	return out, st, horizon, nil
 }
 
 func (m *memStore) FeedListRange(_ context.Context, from, to int64, recipients []string, limit int) ([]feed.Event, error) {
+	m.mu.Lock()
+	hook := m.rangeFunc
+	if m.rangeErrs > 0 {
+		m.rangeErrs--
+		m.mu.Unlock()
+		return nil, errors.New("feed range unavailable")
+	}
+	m.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []feed.Event
@@ -73,6 +104,18 @@ func (m *memStore) FeedListRange(_ context.Context, from, to int64, recipients [
 		}
 	}
 	return out, nil
+}
+
+func (m *memStore) setAfterRead(f func(recipient string)) {
+	m.mu.Lock()
+	m.afterReadFunc = f
+	m.mu.Unlock()
+}
+
+func (m *memStore) setRange(f func()) {
+	m.mu.Lock()
+	m.rangeFunc = f
+	m.mu.Unlock()
 }
 
 func startHub(t *testing.T, pageLimit int) (*Hub, *memStore) {

@@ -3,16 +3,17 @@ package inbox_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/inbox"
@@ -166,42 +167,60 @@ func TestCountsExactUnderConcurrency(t *testing.T) {
 	recipients := []string{"alice", "bob"}
 	var (
 		stop   atomic.Bool
-		wg     sync.WaitGroup
 		checks atomic.Int64
 	)
-	recount := func(tx pgx.Tx) {
+	// recount compares the counters with a count of the rows, in tx's snapshot. It returns
+	// an error rather than failing the test: it also runs on a worker goroutine.
+	recount := func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
 			SELECT r, coalesce(c.unread, 0), coalesce(c.unseen, 0),
 			       (SELECT count(*) FROM tocsin.inbox i WHERE i.recipient = r AND read_at IS NULL AND archived_at IS NULL),
 			       (SELECT count(*) FROM tocsin.inbox i WHERE i.recipient = r AND seen_at IS NULL AND archived_at IS NULL)
 			FROM unnest($1::text[]) r LEFT JOIN tocsin.inbox_count c ON c.recipient = r`, recipients)
-		require.NoError(t, err)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
 		for rows.Next() {
 			var (
 				r                    string
 				unread, unseen, u, s int
 			)
-			require.NoError(t, rows.Scan(&r, &unread, &unseen, &u, &s))
-			require.Equal(t, u, unread, "unread of %s drifted", r)
-			require.Equal(t, s, unseen, "unseen of %s drifted", r)
-		}
-		require.NoError(t, rows.Err())
-		checks.Add(1)
-	}
-	for w := range 4 {
-		wg.Go(func() {
-			for i := 0; !stop.Load(); i++ {
-				b.publish(t, recipients[(w+i)%2], i)
+			if err := rows.Scan(&r, &unread, &unseen, &u, &s); err != nil {
+				return err
 			}
+			if u != unread || s != unseen {
+				return fmt.Errorf("counts of %s drifted: unread %d (rows %d), unseen %d (rows %d)", r, unread, u, unseen, s)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		checks.Add(1)
+		return nil
+	}
+	// Workers stop at the first error and report it; the test goroutine asserts.
+	var g errgroup.Group
+	for w := range 4 {
+		g.Go(func() error {
+			for i := 0; !stop.Load(); i++ {
+				if _, err := b.db.Pool.Exec(ctx, `SELECT tocsin.publish($1, 'note', jsonb_build_object('n', $2::int))`,
+					recipients[(w+i)%2], i); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 	}
 	for range 4 {
-		wg.Go(func() {
+		g.Go(func() error {
 			actions := []inbox.Action{inbox.ActionSeen, inbox.ActionRead, inbox.ActionArchive}
 			for !stop.Load() {
 				r := recipients[rand.IntN(2)]
 				entries, _, err := b.store.List(ctx, r, inbox.FilterAll, "", 20)
-				require.NoError(t, err)
+				if err != nil {
+					return err
+				}
 				if len(entries) == 0 {
 					continue
 				}
@@ -209,26 +228,30 @@ func TestCountsExactUnderConcurrency(t *testing.T) {
 				if rand.IntN(4) == 0 {
 					sel = inbox.Selection{UpTo: entries[rand.IntN(len(entries))].ID}
 				}
-				_, _, err = b.store.Mark(ctx, r, actions[rand.IntN(3)], sel)
-				require.NoError(t, err)
+				if _, _, err = b.store.Mark(ctx, r, actions[rand.IntN(3)], sel); err != nil {
+					return err
+				}
 			}
+			return nil
 		})
 	}
-	wg.Go(func() {
+	g.Go(func() error {
 		for !stop.Load() {
-			require.NoError(t, pgx.BeginTxFunc(ctx, b.db.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead},
-				func(tx pgx.Tx) error { recount(tx); return nil }))
+			if err := pgx.BeginTxFunc(ctx, b.db.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, recount); err != nil {
+				return err
+			}
 		}
+		return nil
 	})
 	deadline := time.Now().Add(3 * time.Second)
-	for checks.Load() < 50 || time.Now().Before(deadline) {
+	giveUp := time.Now().Add(60 * time.Second) // a failed worker stops counting checks
+	for (checks.Load() < 50 || time.Now().Before(deadline)) && time.Now().Before(giveUp) {
 		time.Sleep(10 * time.Millisecond) // the test's own duration, not a wait for async work
 	}
 	stop.Store(true)
-	wg.Wait()
+	require.NoError(t, g.Wait())
 	b.settle(t)
-	require.NoError(t, pgx.BeginTxFunc(ctx, b.db.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead},
-		func(tx pgx.Tx) error { recount(tx); return nil }))
+	require.NoError(t, pgx.BeginTxFunc(ctx, b.db.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, recount))
 	// The newest inbox event of each recipient, if nothing came after it, carries the
 	// final counts.
 	for _, r := range recipients {

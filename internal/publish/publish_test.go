@@ -91,15 +91,15 @@ func TestIdempotencyKey(t *testing.T) {
 	db, p := setup(t)
 	m := publish.Message{Recipients: []string{"alice", "bob"}, Topic: "t", Data: json.RawMessage(`{"x": 1}`)}
 	results := make([]publish.Result, 8)
+	errs := make([]error, len(results))
 	var wg sync.WaitGroup
 	for i := range results {
-		wg.Go(func() {
-			r, err := p.Publish(ctx, "svc", true, "key-1", m)
-			require.NoError(t, err)
-			results[i] = r
-		})
+		wg.Go(func() { results[i], errs[i] = p.Publish(ctx, "svc", true, "key-1", m) })
 	}
 	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
 	for _, r := range results {
 		require.Equal(t, results[0], r)
 	}
