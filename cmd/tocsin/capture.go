@@ -29,9 +29,6 @@ func runCapture(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	if fs.NArg() != 0 {
-		return fmt.Errorf("unexpected argument %q; usage: tocsin capture drop-slot [flags]", fs.Arg(0))
-	}
 	slot, err := routes.SlotName(ctx, pool)
 	if err != nil {
 		return err

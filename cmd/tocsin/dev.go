@@ -44,6 +44,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected argument %q; usage: %s", fs.Arg(0), fs.synopsis)
+	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 
 	lock, ok, err := lockDev()
@@ -114,11 +117,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	printWelcome(stdout, cfg, node.Addr(), summary.String())
 	context.AfterFunc(ctx, func() {
-		streams := 0
-		if node.API != nil {
-			streams = int(node.API.StreamCounters().Open())
-		}
-		fmt.Fprintf(stdout, "\nStopping: draining %s, up to %s …\n", plural(streams, "stream"), cfg.DrainWindow)
+		fmt.Fprintf(stdout, "\nStopping: draining %s, up to %s …\n", plural(openStreams(node), "stream"), cfg.DrainWindow)
 	})
 	return node.Run(ctx)
 }
@@ -252,8 +251,10 @@ func printWelcome(w io.Writer, cfg *config.Config, addr, routes string) {
 		}
 		fmt.Fprintf(w, "  Token for %-5s (24h)\n    %s\n", u, tok)
 	}
-	fmt.Fprintf(w, "\nTry it (another terminal):\n")
+	fmt.Fprintf(w, "\nTry it (another terminal, in this folder):\n")
+	fmt.Fprintf(w, "  TOKEN=$(go run ./cmd/tocsin token --sub alice)\n")
 	fmt.Fprintf(w, "  curl -s -H \"Authorization: Bearer $TOKEN\" '%s/v1/feed?after=now&wait=30'\n", base)
+	fmt.Fprintf(w, "  curl -N -H \"Authorization: Bearer $TOKEN\" '%s/v1/feed/stream?after=now'\n", base)
 	fmt.Fprintf(w, "  psql '%s' -c \"insert into comment (portfolio_id, author_id, body) values (1, 'bob', 'Nice work')\"\n\n", cfg.DatabaseURL)
 	fmt.Fprintln(w, "Ctrl-C stops Tocsin and the private PostgreSQL.")
 }

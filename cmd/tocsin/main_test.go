@@ -182,6 +182,8 @@ func TestUnknownFlagIsOneErrorWithASuggestion(t *testing.T) {
 		{[]string{"token", "--colour", "red"}, "tocsin: unknown flag --colour; see `tocsin token --help`\n"},
 		{[]string{"token", "--sub", "a", "--ttl", "soon"}, "tocsin: invalid value \"soon\" for --ttl: parse error; see `tocsin token --help`\n"},
 		{[]string{"routes", "check", "f.yaml", "--database-url"}, "tocsin: flag --database-url needs a value; see `tocsin routes check --help`\n"},
+		{[]string{"capture", "drop-slot", "now"}, "tocsin: unexpected argument \"now\"; usage: tocsin capture drop-slot [flags]\n"},
+		{[]string{"migrate", "up"}, "tocsin: unexpected argument \"up\"; usage: tocsin migrate [flags]\n"},
 		{[]string{"serv"}, "tocsin: unknown command \"serv\" (did you mean \"serve\"?); run `tocsin help` for the list\n"},
 	} {
 		r := tocsin(t, "", nil, tt.args...)

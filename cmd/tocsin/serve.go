@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -20,6 +21,9 @@ func runServe(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected argument %q; usage: %s", fs.Arg(0), fs.synopsis)
+	}
 	if cfg.DatabaseURL != "" && cfg.Has("api") && cfg.JWKSURL == "" {
 		if err := checkSecret(cfg.JWTSecret); err != nil {
 			return err
@@ -30,7 +34,19 @@ func runServe(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	context.AfterFunc(ctx, func() {
+		log.Info("stopping: draining streams", slog.Int("streams", openStreams(node)),
+			slog.Duration("drain_window", cfg.DrainWindow))
+	})
 	return node.Run(ctx)
+}
+
+// openStreams is the number of SSE streams node holds (0 without the api role).
+func openStreams(node *app.Node) int {
+	if node.API == nil {
+		return 0
+	}
+	return int(node.API.StreamCounters().Open())
 }
 
 func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
@@ -57,12 +73,15 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // openDatabase loads the flags of a command that only needs a database (plus extra
-// settings, by flag name) and connects. Without --database-url or TOCSIN_DATABASE_URL it
+// settings, by flag name) and takes no argument, and connects. Without --database-url or TOCSIN_DATABASE_URL it
 // uses the database of `tocsin dev` in this folder. The caller closes the pool.
 func openDatabase(ctx context.Context, fs *flagSet, args []string, extra ...string) (*config.Config, *pgxpool.Pool, error) {
 	cfg, err := fs.load(args, append([]string{"database-url"}, extra...)...)
 	if err != nil {
 		return nil, nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q; usage: %s", fs.Arg(0), fs.synopsis)
 	}
 	pool, err := connect(ctx, cfg, useDevDatabase(cfg))
 	return cfg, pool, err
