@@ -380,3 +380,22 @@ func (r *relation) change(op routes.Op, oldType uint8, oldTuple, newTuple *pglog
 	}
 	return c
 }
+
+// parsePgoutput parses one pgoutput message. pglogrepl slices a truncated message without
+// checking its length (found by FuzzPgoutputMessage); such a message is an error here,
+// never a panic of the capture consumer.
+func parsePgoutput(data []byte) (msg pglogrepl.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("malformed pgoutput message (%d bytes, type %q): %v", len(data), firstByte(data), r)
+		}
+	}()
+	return pglogrepl.ParseV2(data, false)
+}
+
+func firstByte(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return string(b[:1])
+}

@@ -184,7 +184,7 @@ func (c *Consumer) receive(ctx context.Context, rconn *pgconn.PgConn, ch chan<- 
 					return fmt.Errorf("parsing WAL data: %w", err)
 				}
 				// The receive buffer is reused: decode a copy.
-				msg, err := pglogrepl.ParseV2(append([]byte(nil), x.WALData...), false)
+				msg, err := parsePgoutput(append([]byte(nil), x.WALData...))
 				if err != nil {
 					return fmt.Errorf("decoding a pgoutput message: %w", err)
 				}
