@@ -255,7 +255,12 @@ func (n *Node) Run(ctx context.Context) error {
 			// Streams end over the drain window; give them that much and the usual margin.
 			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout+n.cfg.DrainWindow)
 			defer cancel()
-			return srv.Shutdown(sctx)
+			err := srv.Shutdown(sctx)
+			// Shutdown does not see the streams that took their connections over.
+			if werr := n.API.WaitStreams(sctx); err == nil {
+				err = werr
+			}
+			return err
 		})
 	} else {
 		g.Go(func() error { <-gctx.Done(); return nil })

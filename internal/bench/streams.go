@@ -41,6 +41,7 @@ type StreamsResult struct {
 	RSSBefore       int64 // bytes, server process, before the streams
 	RSSHeld         int64 // bytes, with every stream held
 	RSSPerStream    float64
+	RSSMin, RSSMax  int64   // bytes, over the rest
 	HeapPerStream   float64 // Go heap in use per stream (from /metrics)
 	CPUAtRest       float64 // share of one core, while holding the streams
 	CPUAtRestIdle   float64 // share of one core, same server before any stream
@@ -149,7 +150,17 @@ func RunStreams(ctx context.Context, cfg StreamsConfig, out io.Writer) (StreamsR
 	}
 	time.Sleep(3 * time.Second)
 	cpu1 := cpuTicks(pid)
-	time.Sleep(cfg.Rest)
+	// Watch the resident set over the whole rest: it must hold steady, not creep up.
+	r.RSSMin, r.RSSMax = 1<<62, 0
+	for end := time.Now().Add(cfg.Rest); ; {
+		v := rss(pid)
+		r.RSSMin, r.RSSMax = min(r.RSSMin, v), max(r.RSSMax, v)
+		left := time.Until(end)
+		if left <= 0 {
+			break
+		}
+		time.Sleep(min(left, 10*time.Second))
+	}
 	r.CPUAtRest = float64(cpuTicks(pid)-cpu1) / 100 / cfg.Rest.Seconds()
 	r.RSSHeld = rss(pid)
 	heap1, gor1 := scrapeGo(base)
@@ -162,11 +173,14 @@ func RunStreams(ctx context.Context, cfg StreamsConfig, out io.Writer) (StreamsR
 	fmt.Fprintf(out, "held SSE streams — one `tocsin serve` process, %d cores, %s\n", runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(out, "  streams held            %d (one recipient each)\n", r.Streams)
 	fmt.Fprintf(out, "  server RSS              %.1f MiB before, %.1f MiB held\n", mib(r.RSSBefore), mib(r.RSSHeld))
-	fmt.Fprintf(out, "  RSS per held stream     %.1f KiB\n", r.RSSPerStream/1024)
+	fmt.Fprintf(out, "  RSS per held stream     %.1f KiB at the end (%.1f–%.1f KiB over the %s at rest)\n", r.RSSPerStream/1024,
+		float64(r.RSSMin-r.RSSBefore)/float64(cfg.Streams)/1024, float64(r.RSSMax-r.RSSBefore)/float64(cfg.Streams)/1024, cfg.Rest)
 	fmt.Fprintf(out, "  Go heap per stream      %.1f KiB (go_memstats_heap_inuse_bytes)\n", r.HeapPerStream/1024)
 	fmt.Fprintf(out, "  goroutines per stream   %.2f\n", r.GoroutinesAdded)
 	fmt.Fprintf(out, "  CPU at rest             %.1f%% of a core holding them (heartbeats included), %.1f%% before\n",
 		100*r.CPUAtRest, 100*r.CPUAtRestIdle)
+	fmt.Fprintf(out, "  CPU per held stream     %.2f µs per second (above the idle server)\n",
+		max(r.CPUAtRest-r.CPUAtRestIdle, 0)*1e6/float64(r.Streams))
 	fmt.Fprintf(out, "reproduce: tocsin bench streams --streams %d --rest %s\n", cfg.Streams, cfg.Rest)
 	return r, nil
 }

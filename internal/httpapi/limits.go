@@ -99,4 +99,4 @@ func (s *Server) Stats() Stats {
 
 // StreamCounters returns the node's stream counters (open streams, events written, ends by
 // reason), for metrics.
-func (s *Server) StreamCounters() *stream.Counters { return &s.streams }
+func (s *Server) StreamCounters() *stream.Counters { return s.streams.Counters() }

@@ -179,7 +179,7 @@ type Server struct {
 	public  map[string]bool // "METHOD /path" of operations without security
 	origins map[string]bool
 	limits  *limits
-	streams stream.Counters
+	streams *stream.Streams
 	polls   atomic.Int64 // parked long polls
 }
 
@@ -225,6 +225,7 @@ func New(cfg Config, deps Deps) *Server {
 	for _, o := range cfg.CORSOrigins {
 		s.origins[o] = true
 	}
+	s.streams = stream.NewStreams(cfg.Stream)
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
 	s.engine = s.routes()
 	return s

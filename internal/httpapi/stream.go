@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/tocsin/tocsin/api"
 	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/stream"
@@ -47,6 +49,7 @@ func (s endpoints) StreamFeed(ctx context.Context, req api.StreamFeedRequestObje
 	return sseResponse{
 		server:    s.Server,
 		ctx:       reqCtx,
+		takeOver:  takeOver(ctx),
 		recipient: claims.Subject,
 		follower:  f,
 		release:   release,
@@ -73,25 +76,42 @@ func (s *Server) push() (bool, <-chan struct{}) {
 type sseResponse struct {
 	server    *Server
 	ctx       context.Context // the request's own context, not the pooled *gin.Context
+	takeOver  bool            // an HTTP/1.1 request: the stream may take its connection over
 	recipient string
 	follower  Follower
 	release   func()
 	session   stream.Session
 }
 
-// VisitStreamFeedResponse writes the stream until it ends.
+// VisitStreamFeedResponse starts the stream. On HTTP/1.1 it returns once the stream has
+// taken its connection over (the request and its context are then released); otherwise
+// when the stream ends. What runs after the stream ends keeps nothing of the request.
 func (r sseResponse) VisitStreamFeedResponse(w http.ResponseWriter) error {
-	defer r.release()
-	defer r.follower.Close()
-	reason, err := stream.Serve(r.ctx, w, r.server.cfg.Stream, r.session, &r.server.streams)
-	level := slog.LevelDebug
-	if err != nil {
-		level = slog.LevelWarn
-	}
-	r.server.logger.Log(r.ctx, level, "stream ended", slog.String("recipient", r.recipient),
-		slog.String("reason", string(reason)), slog.Any("error", err))
+	release, follower, logger, recipient := r.release, r.follower, r.server.logger, r.recipient
+	r.server.streams.Serve(r.ctx, w, r.takeOver, r.session, func(reason stream.EndReason, err error) {
+		release()
+		follower.Close()
+		level := slog.LevelDebug
+		if err != nil {
+			level = slog.LevelWarn
+		}
+		logger.LogAttrs(context.Background(), level, "stream ended", slog.String("recipient", recipient),
+			slog.String("reason", string(reason)), slog.Any("error", err))
+	})
 	return nil // the response has started: there is nothing more to answer
 }
+
+// takeOver reports whether the request is HTTP/1.1, whose connection a stream can take
+// over after the headers (HTTP/2 streams stay on net/http's path).
+func takeOver(ctx context.Context) bool {
+	gc, ok := ctx.(*gin.Context)
+	return ok && gc.Request.ProtoMajor == 1 && gc.Request.ProtoMinor >= 1
+}
+
+// WaitStreams waits until the streams this server took over have ended: after
+// http.Server.Shutdown, which does not see them, and Drain, which ends them over the drain
+// window. When ctx ends first their connections are closed.
+func (s *Server) WaitStreams(ctx context.Context) error { return s.streams.Wait(ctx) }
 
 // encodeEvent renders e exactly as GET /v1/feed does, as compact JSON on one line.
 func encodeEvent(e feed.Event) ([]byte, error) {

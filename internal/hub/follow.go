@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tocsin/tocsin/internal/feed"
 )
@@ -32,10 +33,11 @@ type Follower struct {
 	pending  []feed.Event // the first page, read by Follow
 	sub      *subscriber  // non-nil while registered with the hub
 
-	mu    sync.Mutex
-	queue []feed.Event
-	err   error // errResync, feed.ErrSlowConsumer or feed.ErrClosed, set by the hub
-	wake  chan struct{}
+	mu       sync.Mutex
+	queue    []feed.Event
+	err      error // errResync, feed.ErrSlowConsumer or feed.ErrClosed, set by the hub
+	wake     chan struct{}
+	wakeFunc atomic.Pointer[func()]
 }
 
 // Follow starts following recipient's feed after the cursor `after` (as in Poll: "" = the
@@ -78,6 +80,16 @@ func (f *Follower) Cursor() string {
 // Wake returns a channel that receives when Next may have something new. Call Next first:
 // when Next returns no events, wait on Wake (and anything else) and call Next again.
 func (f *Follower) Wake() <-chan struct{} { return f.wake }
+
+// SetWakeFunc sets a function called whenever Wake receives (nil: none), for a caller that
+// waits without a goroutine. It runs under the hub's lock: it must return at once.
+func (f *Follower) SetWakeFunc(fn func()) {
+	if fn == nil {
+		f.wakeFunc.Store(nil)
+		return
+	}
+	f.wakeFunc.Store(&fn)
+}
 
 // Next returns the next entries: a page of the backlog, or the live entries queued since
 // the last call. It returns no events (and no error) when there is nothing yet: wait on
@@ -199,5 +211,8 @@ func (f *Follower) signal() {
 	select {
 	case f.wake <- struct{}{}:
 	default:
+	}
+	if fn := f.wakeFunc.Load(); fn != nil {
+		(*fn)()
 	}
 }

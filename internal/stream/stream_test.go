@@ -72,6 +72,7 @@ func (f *fakeSource) Next(context.Context) ([]feed.Event, error) {
 }
 func (f *fakeSource) Wake() <-chan struct{} { return f.wake }
 func (f *fakeSource) Cursor() string        { return "abcd1234-41" }
+func (f *fakeSource) SetWakeFunc(func())    {}
 
 // A whole session in a bubble of fake time: opening frame, the event, a heartbeat after
 // each quiet interval, and the end at the jittered lifetime.
