@@ -232,19 +232,24 @@ func (h *Hub) advance(ctx context.Context) error {
 	}
 	for {
 		h.mu.Lock()
+		if target <= h.head {
+			h.mu.Unlock()
+			return nil // nothing new: the fallback's usual answer costs nothing more
+		}
 		// Nobody waiting here is owed anything at or below the lowest head they read up to.
 		if floor := h.floorLocked(target); floor > h.head {
 			h.head = floor
 		}
 		from, gen := h.head, h.gen
+		if target <= from {
+			h.mu.Unlock()
+			return nil
+		}
 		recipients := make([]string, 0, len(h.subs))
 		for r := range h.subs {
 			recipients = append(recipients, r)
 		}
 		h.mu.Unlock()
-		if target <= from {
-			return nil
-		}
 		upTo := target
 		var events []feed.Event
 		if len(recipients) > 0 {

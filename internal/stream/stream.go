@@ -147,6 +147,8 @@ type sink interface {
 	headroom() int
 	// write sends b[headroom():] to the client within the write timeout.
 	write(b []byte) error
+	// heartbeat sends a heartbeat frame (allocating nothing: idle streams send most of them).
+	heartbeat() error
 }
 
 // state is one stream: begin, then pump and wait in turn until one of them says the stream
@@ -325,9 +327,10 @@ func (st *state) deadlines() (EndReason, error, bool) {
 	case !st.drainAt.IsZero() && !now.Before(st.drainAt):
 		return st.end(EndShutdown)
 	case !now.Before(st.hbAt):
-		if err := st.send(appendHeartbeat(st.buffer())); err != nil {
+		if err := st.out.heartbeat(); err != nil {
 			return EndWriteFailed, nil, true
 		}
+		st.hbAt = heartbeatAt(time.Now(), st.cfg.HeartbeatInterval)
 	}
 	return "", nil, false
 }
@@ -438,6 +441,10 @@ type responseSink struct {
 }
 
 func (r *responseSink) headroom() int { return 0 }
+
+var heartbeatFrame = appendHeartbeat(nil)
+
+func (r *responseSink) heartbeat() error { return r.write(heartbeatFrame) }
 
 func (r *responseSink) write(b []byte) error {
 	if err := r.rc.SetWriteDeadline(time.Now().Add(r.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {

@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -13,12 +14,13 @@ import (
 // Streams serves one node's streams and counts them.
 //
 // On HTTP/1.1 a stream takes its connection over once the response headers are out
-// (http.Hijacker): it writes the chunked framing itself, runs on one goroutine of its own
-// and keeps nothing of the request (no *http.Request, no request context, no gin context,
-// none of net/http's per-connection buffers). That is what makes a held stream cost a few
-// kilobytes instead of tens. A closed peer is noticed as soon as its FIN or RST arrives
-// (EPOLLRDHUP on Linux, a one-byte read elsewhere), not at the next failed heartbeat.
-// http.Server.Shutdown does not see such connections: Wait does.
+// (http.Hijacker): it writes the chunked framing itself, keeps nothing of the request (no
+// *http.Request, no request context, no gin context, none of net/http's per-connection
+// buffers and goroutines) and, while it waits, is no goroutine at all (see taken). That
+// is what makes a held stream cost a few kilobytes instead of tens. A closed peer is
+// noticed as soon as its FIN or RST arrives (EPOLLRDHUP on Linux, a one-byte read
+// elsewhere), not at the next failed heartbeat. http.Server.Shutdown does not see such
+// connections: Wait does.
 //
 // HTTP/2 and ResponseWriters that cannot be taken over are served as before, on the
 // request's goroutine (Serve).
@@ -26,10 +28,11 @@ type Streams struct {
 	cfg      Config
 	counters Counters
 
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	held    map[*taken]struct{}
-	watched map[<-chan struct{}]struct{} // channels a goroutine waits on (watchLocked)
+	mu        sync.Mutex
+	held      map[*taken]struct{}
+	watched   map[<-chan struct{}]struct{} // channels a goroutine waits on (watchLocked)
+	emptiedCh chan struct{}                // closed when held becomes empty (Wait)
+	cut       bool                         // Wait gave up: no more streams
 }
 
 // NewStreams returns the streams of a node served with cfg.
@@ -45,7 +48,7 @@ func (ss *Streams) Counters() *Counters { return &ss.counters }
 // request's context, used only while the stream stays on the request's goroutine.
 //
 // When takeOver is true (an HTTP/1.1 request) and w can be hijacked, Serve returns as
-// soon as the headers are out and the stream runs on its own goroutine; otherwise it
+// soon as the headers are out and the stream lives on without the request; otherwise it
 // returns when the stream has ended. Either way, the caller must not touch w afterwards.
 func (ss *Streams) Serve(ctx context.Context, w http.ResponseWriter, takeOver bool, s Session, done func(EndReason, error)) {
 	rc := http.NewResponseController(w)
@@ -75,11 +78,17 @@ func (ss *Streams) serveTaken(conn net.Conn, s Session, done func(EndReason, err
 	t.st = newState(context.Background(), &connSink{conn: conn, timeout: ss.cfg.WriteTimeout}, ss.cfg, s, &ss.counters)
 	t.running.Store(true) // begin runs first
 	ss.mu.Lock()
+	if ss.cut {
+		ss.mu.Unlock()
+		_ = conn.Close()
+		t.st.finish(EndShutdown)
+		done(EndShutdown, nil)
+		return
+	}
 	ss.held[t] = struct{}{}
 	ss.watchLocked(s.PushOff)
 	ss.watchLocked(s.Drain)
 	ss.mu.Unlock()
-	ss.wg.Add(1)
 	t.unwatch = watchPeer(conn, t.peerGone)
 	go t.begin()
 }
@@ -181,35 +190,52 @@ func (t *taken) end(reason EndReason, err error) {
 	if reason != EndWriteFailed && reason != EndClientGone && reason != EndSlowConsumer && !t.cut.Load() {
 		t.st.out.(*connSink).finish()
 	}
-	t.ss.mu.Lock()
-	delete(t.ss.held, t)
-	t.ss.mu.Unlock()
 	_ = t.conn.Close()
 	t.done(reason, err)
-	t.ss.wg.Done()
+	t.ss.mu.Lock()
+	delete(t.ss.held, t)
+	if len(t.ss.held) == 0 && t.ss.emptiedCh != nil {
+		close(t.ss.emptiedCh)
+		t.ss.emptiedCh = nil
+	}
+	t.ss.mu.Unlock()
 }
 
 // Wait waits until every stream running on a connection it took over has ended (they end
-// over the drain window once Session.Drain is closed). When ctx ends first, it closes
-// their connections, waits for them to finish, and returns ctx's error.
+// over the drain window once Session.Drain is closed). When ctx ends first, it ends them
+// at once, closing their connections, refuses any later one, and returns ctx's error.
 func (ss *Streams) Wait(ctx context.Context) error {
-	finished := make(chan struct{})
-	go func() { ss.wg.Wait(); close(finished) }()
 	select {
-	case <-finished:
+	case <-ss.emptied():
 		return nil
 	case <-ctx.Done():
 	}
 	ss.mu.Lock()
+	ss.cut = true
 	for t := range ss.held {
 		t.cut.Store(true)
 		_ = t.conn.Close() // fails a write in progress
 		t.kick()
 	}
 	ss.mu.Unlock()
-	<-finished
+	<-ss.emptied()
 	return ctx.Err()
 }
+
+// emptied returns a channel closed once no stream is held.
+func (ss *Streams) emptied() <-chan struct{} {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.held) == 0 {
+		return closedChan
+	}
+	if ss.emptiedCh == nil {
+		ss.emptiedCh = make(chan struct{})
+	}
+	return ss.emptiedCh
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // connSink writes chunked frames on a connection taken over.
 type connSink struct {
@@ -236,15 +262,25 @@ func (c *connSink) write(b []byte) error {
 		b[i] = "0123456789abcdef"[v&0xf]
 	}
 	b = append(b, '\r', '\n')
+	return c.send(b[i:])
+}
+
+// send writes b within the write timeout.
+func (c *connSink) send(b []byte) error {
 	if err := c.conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
 		return err
 	}
-	if _, err := c.conn.Write(b[i:]); err != nil {
+	if _, err := c.conn.Write(b); err != nil {
 		return err
 	}
 	// Clear the deadline: an armed one would wake the process when it passes, for nothing.
 	return c.conn.SetWriteDeadline(time.Time{})
 }
+
+// heartbeatChunk is a heartbeat frame as one chunk.
+var heartbeatChunk = fmt.Appendf(nil, "%x\r\n%s\r\n", len(heartbeatFrame), heartbeatFrame)
+
+func (c *connSink) heartbeat() error { return c.send(heartbeatChunk) }
 
 // lastChunk ends a chunked response.
 var lastChunk = []byte("0\r\n\r\n")
