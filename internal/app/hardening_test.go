@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tocsin/tocsin/internal/auth"
 	"github.com/tocsin/tocsin/internal/demo"
 	"github.com/tocsin/tocsin/internal/pgcluster"
 	"github.com/tocsin/tocsin/internal/pgtest"
@@ -244,7 +245,10 @@ func TestJWKSReadinessAndTokens(t *testing.T) {
 	}
 	require.Equal(t, http.StatusServiceUnavailable, ready())
 	up.Store(true)
-	require.Eventually(t, func() bool { return ready() == http.StatusOK }, 20*time.Second, 50*time.Millisecond)
+	// Readiness refreshes the key set through the unknown-kid limiter (one refresh per
+	// auth.DefaultUnknownKIDInterval, 10 s), so the first success can take that long plus
+	// a loaded machine's scheduling.
+	require.Eventually(t, func() bool { return ready() == http.StatusOK }, 3*auth.DefaultUnknownKIDInterval+15*time.Second, 50*time.Millisecond)
 
 	rs := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
 	rs.Header["kid"] = "k1"
