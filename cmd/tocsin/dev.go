@@ -104,7 +104,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	node, err := app.New(ctx, cfg, log)
+	node, err := app.New(ctx, cfg, log, app.Options{DevPages: true})
 	if err != nil {
 		return err
 	}

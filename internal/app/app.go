@@ -29,6 +29,7 @@ import (
 	"github.com/tocsin/tocsin/internal/capture"
 	"github.com/tocsin/tocsin/internal/config"
 	"github.com/tocsin/tocsin/internal/debezium"
+	"github.com/tocsin/tocsin/internal/demo"
 	"github.com/tocsin/tocsin/internal/doorbell"
 	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/grouping"
@@ -41,6 +42,7 @@ import (
 	"github.com/tocsin/tocsin/internal/settings"
 	"github.com/tocsin/tocsin/internal/stream"
 	"github.com/tocsin/tocsin/internal/ticket"
+	webdemo "github.com/tocsin/tocsin/web/demo"
 )
 
 // shutdownTimeout bounds the HTTP server's graceful stop.
@@ -70,6 +72,7 @@ type Node struct {
 	riverUI  *riverui.Handler
 	listener net.Listener
 	verifier *auth.Verifier // nil without the api role
+	devPages bool
 }
 
 // Addr is the address the API listens on (useful when cfg.Addr had port 0).
@@ -79,6 +82,9 @@ func (n *Node) Addr() string { return n.listener.Addr().String() }
 type Options struct {
 	// PoolConfigFunc may adjust the database pool's configuration, e.g. to add a tracer.
 	PoolConfigFunc func(*pgxpool.Config)
+	// DevPages serves the web demo at / and, at /dev/token, a token for any demo user
+	// (internal/demo.Users): for `tocsin dev` only, never for a deployment.
+	DevPages bool
 }
 
 // New builds a node: it connects, checks the schema, and binds the API's address, but
@@ -101,6 +107,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		return nil, fmt.Errorf("connecting to the database: %w", err)
 	}
 	n := &Node{cfg: cfg, log: log, pool: pool}
+	for _, o := range opts {
+		n.devPages = n.devPages || o.DevPages
+	}
 	if err := n.build(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -182,11 +191,12 @@ func (n *Node) build(ctx context.Context) error {
 					}
 					return f, nil
 				},
-				Tickets:   ticket.NewStore(n.pool, n.cfg.StreamTicketTTL),
-				Switches:  n.Settings,
-				Inbox:     inboxStore,
-				Publisher: publisher,
-				RiverUI:   ui})
+				Tickets:    ticket.NewStore(n.pool, n.cfg.StreamTicketTTL),
+				Switches:   n.Settings,
+				Inbox:      inboxStore,
+				Publisher:  publisher,
+				RiverUI:    ui,
+				DevHandler: n.devHandler()})
 		if n.listener, err = net.Listen("tcp", n.cfg.Addr); err != nil {
 			return fmt.Errorf("listening on %s: %w", n.cfg.Addr, err)
 		}
@@ -194,6 +204,20 @@ func (n *Node) build(ctx context.Context) error {
 	n.instrument()
 	return nil
 }
+
+// devHandler returns the web demo with its token endpoint when DevPages is set, else nil.
+func (n *Node) devHandler() http.Handler {
+	if !n.devPages {
+		return nil
+	}
+	acfg := auth.Config{HS256Secret: []byte(n.cfg.JWTSecret), Issuer: n.cfg.JWTIssuer, Audience: n.cfg.JWTAudience}
+	return webdemo.Handler(demo.Users, func(user string) (string, error) {
+		return auth.Mint(acfg, user, devTokenTTL, "")
+	})
+}
+
+// devTokenTTL is short so that the demo page exercises the SDK's token refresh.
+const devTokenTTL = 15 * time.Minute
 
 type pgxTx = pgx.Tx
 

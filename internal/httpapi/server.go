@@ -161,6 +161,9 @@ type Deps struct {
 	Publisher Publisher
 	// RiverUI, when set, is served at RiverUIPrefix to tokens with ScopeAdmin.
 	RiverUI http.Handler
+	// DevHandler, when set, serves GET / and GET /dev/… without authentication: the demo
+	// page and its token endpoint of `tocsin dev`. `tocsin serve` never sets it.
+	DevHandler http.Handler
 }
 
 // Server is the HTTP API. Build it with New.
@@ -275,6 +278,10 @@ func (s *Server) routes() *gin.Engine {
 	}
 	e.NoRoute(func(c *gin.Context) { s.writeProblem(c, errNotFound) })
 
+	if s.deps.DevHandler != nil {
+		e.GET("/", gin.WrapH(s.deps.DevHandler))
+		e.GET("/dev/*path", gin.WrapH(s.deps.DevHandler))
+	}
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 

@@ -118,9 +118,12 @@ export class Ladder {
 
   async #poll(caps: Capabilities, signal: AbortSignal): Promise<void> {
     const long = this.#mode === "long-poll";
+    // A long poll ends by the next capability check, so that climbing back is not late.
+    const untilCheck = Math.ceil((this.#lastClimbCheck + this.#d.climbBackIntervalMs - Date.now()) / 1000);
+    const wait = long ? Math.max(1, Math.min(caps.long_poll_max_seconds, untilCheck)) : 0;
     let page;
     try {
-      page = await this.#d.client.feed({ after: this.#d.cursor(), limit: this.#d.limit, wait: long ? caps.long_poll_max_seconds : 0 }, { signal });
+      page = await this.#d.client.feed({ after: this.#d.cursor(), limit: this.#d.limit, wait }, { signal });
     } catch (err) {
       return this.#failed(err, signal);
     }

@@ -1,0 +1,105 @@
+// The ePortfolio demo: comments on Alice's portfolio, an unread badge, mark-as-read, and a
+// page that refetches when the portfolio changes (or its user's privileges do). It uses
+// only the SDK's public surface. `tocsin dev` serves it at / (?user=alice|bob).
+import { createClient, fold, InboxCounter, type DigestData, type Event, type InboxEntry } from "../../sdk/src/index.js";
+
+const params = new URLSearchParams(location.search);
+const user = params.get("user") === "bob" ? "bob" : "alice";
+const ms = (name: string) => (params.has(name) ? Number(params.get(name)) : undefined);
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const feedList = $<HTMLUListElement>("feed");
+const unreadBadge = $("unread");
+const transportLabel = $("transport");
+const refetches = $("refetches");
+
+// In `tocsin dev` only, the page gets its user's token from a development endpoint.
+const client = createClient({
+  baseUrl: location.origin,
+  getToken: async () => {
+    const res = await fetch(`/dev/token?user=${user}`);
+    if (!res.ok) throw new Error(`dev token: HTTP ${res.status}`);
+    return ((await res.json()) as { token: string }).token;
+  },
+});
+
+type Row = { id: string; kind: string; text: string; unread: boolean };
+let rows: Row[] = [];
+const known = new Set<string>();
+const counter = new InboxCounter({ unread: 0, unseen: 0 }, (c) => { unreadBadge.textContent = String(c.unread); },
+  () => client.inbox.counts());
+
+function describe(e: Event | InboxEntry): string {
+  switch (e.kind) {
+    case "digest":
+      return `${(e.data as DigestData).count} new comments`;
+    case "notification":
+    case "change": {
+      const d = (e.data ?? {}) as { author_id?: string; body?: string };
+      if (e.topic === "comment") return `${d.author_id ?? "someone"}: ${d.body ?? "(comment)"}`;
+      return `${e.topic} ${e.op ?? "changed"}`;
+    }
+    default:
+      return `${e.topic}: ${JSON.stringify(e.data)}`;
+  }
+}
+
+function render(): void {
+  feedList.replaceChildren(...rows.map((r) => {
+    const li = document.createElement("li");
+    li.dataset.testid = "event";
+    li.dataset.id = r.id;
+    li.dataset.kind = r.kind;
+    li.className = r.unread ? "unread" : "";
+    li.textContent = r.text;
+    return li;
+  }));
+}
+
+// refetch reloads what the page shows: at start, after a 410, and when the portfolio or
+// the user's privileges change.
+async function refetch(): Promise<void> {
+  const [page, counts] = await Promise.all([client.inbox.list({ state: "all", limit: 50 }), client.inbox.counts()]);
+  rows = page.entries.map((e) => ({ id: e.id, kind: e.kind, text: describe(e), unread: e.read_at === null }));
+  for (const r of rows) known.add(r.id);
+  counter.set(counts);
+  refetches.textContent = String(Number(refetches.textContent ?? "0") + 1);
+  render();
+}
+
+const sub = client.subscribe({
+  after: "now", // the page fetches its data at start, then follows what comes next
+  storageKey: `tocsin:demo:${user}`,
+  idleAfterMs: ms("idleAfter"),
+  climbBackIntervalMs: ms("climb"),
+  onTransport: (name) => { transportLabel.textContent = name; },
+  onReset: () => void refetch(),
+  onError: (err) => console.warn("tocsin:", err),
+  onEvents: (events) => {
+    const fresh = events.filter((e) => !known.has(e.id));
+    for (const e of fresh) known.add(e.id);
+    counter.apply(fresh);
+    for (const e of fresh) {
+      if (e.kind === "inbox" && e.data.action === "read") {
+        const ids = new Set(e.data.ids ?? []);
+        rows = rows.map((r) => (ids.has(r.id) || e.data.up_to !== undefined ? { ...r, unread: false } : r));
+      }
+    }
+    rows = fold(rows, fresh, (e) => ({ id: e.id, kind: e.kind, text: describe(e), unread: e.kind !== "change" }));
+    render();
+    if (fresh.some((e) => e.topic === "portfolio" || e.topic === "privileges")) void refetch();
+  },
+});
+
+$<HTMLButtonElement>("mark-read").addEventListener("click", async () => {
+  const newest = rows.find((r) => r.kind !== "change");
+  if (!newest) return;
+  const r = await client.inbox.markRead({ up_to: newest.id });
+  counter.set(r.counts);
+  rows = rows.map((x) => ({ ...x, unread: false }));
+  render();
+});
+
+$("user").textContent = user;
+window.addEventListener("pagehide", () => sub.close());
+void refetch();
