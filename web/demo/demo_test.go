@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -31,4 +32,23 @@ func TestBundleIsCurrent(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join("dist", "app.js"))
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(want, got), "dist/app.js is stale: run `go generate ./web/demo`")
+}
+
+// TestDemoInChromium runs test/browser.test.js: the six scenarios of the demo page in
+// Debian's chromium (driven by playwright-core), against a real `tocsin dev` process on a
+// test database, which the Go side kills, restarts and switches. Screenshots of failed
+// scenarios are kept in test-results/ (git-ignored).
+func TestDemoInChromium(t *testing.T) {
+	t.Parallel()
+	chromium := webtest.Chromium(t)
+	dir := webtest.Dir(t, ".")
+	webtest.NpmCI(t, dir)
+
+	db := pgtest.New(t)
+	srv := webtest.Start(t, "dev", db.URL) // tocsin dev installs the demo schema and routes
+	ctl := webtest.Control(t, srv, db.Pool)
+	shots := filepath.Join(dir, "test-results")
+	require.NoError(t, os.MkdirAll(shots, 0o755))
+	webtest.RunNode(t, dir, 4*time.Minute, []string{"TOCSIN_BASE=" + srv.Base, "TOCSIN_CONTROL=" + ctl,
+		"TOCSIN_CHROMIUM=" + chromium, "TOCSIN_SCREENSHOTS=" + shots}, "test/browser.test.js")
 }
