@@ -12,6 +12,7 @@ import (
 	// Every package with runtime SQL, so that its file is registered.
 	_ "github.com/tocsin/tocsin/internal/sequencer"
 	_ "github.com/tocsin/tocsin/internal/settings"
+	_ "github.com/tocsin/tocsin/internal/ticket"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

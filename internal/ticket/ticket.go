@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -22,6 +23,16 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL      string
+	queries         = sqlfile.Parse("ticket/queries.sql", queriesSQL)
+	ticketIssueSQL  = queries.Get("ticket_issue")
+	ticketRedeemSQL = queries.Get("ticket_redeem")
 )
 
 // TTLDefault is how long a ticket stays valid when Store is given no TTL.
@@ -73,13 +84,7 @@ func (s *Store) Issue(ctx context.Context, recipient string, tokenExpiresAt time
 	}
 	value := base64.RawURLEncoding.EncodeToString(raw)
 	var expiresAt time.Time
-	err := s.pool.QueryRow(ctx, `
-		WITH swept AS (
-			DELETE FROM tocsin.stream_ticket WHERE expires_at < now()
-		)
-		INSERT INTO tocsin.stream_ticket (ticket_hash, recipient, token_expires_at, expires_at)
-		VALUES ($1, $2, $3, least(now() + $4::interval, $3))
-		RETURNING expires_at`,
+	err := s.pool.QueryRow(ctx, ticketIssueSQL,
 		hash(value), recipient, tokenExpiresAt, s.ttl).Scan(&expiresAt)
 	if err != nil {
 		return Ticket{}, fmt.Errorf("storing a stream ticket for %q: %w", recipient, err)
@@ -97,9 +102,7 @@ func (s *Store) Redeem(ctx context.Context, value string) (Grant, error) {
 		g     Grant
 		valid bool
 	)
-	err := s.pool.QueryRow(ctx, `
-		DELETE FROM tocsin.stream_ticket WHERE ticket_hash = $1
-		RETURNING recipient, token_expires_at, expires_at > now() AND token_expires_at > now()`,
+	err := s.pool.QueryRow(ctx, ticketRedeemSQL,
 		hash(value)).Scan(&g.Recipient, &g.TokenExpiresAt, &valid)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
