@@ -264,26 +264,64 @@ func TestNoLossNoDuplicatesAcrossPostgresRestart(t *testing.T) {
 	var (
 		mu      sync.Mutex
 		inDoubt = map[int]bool{} // writes the crash interrupted: committed or not, unknown
+		// restarted is closed when the restart returned; writers go on after it, so the
+		// burst surrounds the crash.
+		restarted = make(chan struct{})
 	)
 	var g errgroup.Group
 	for w := range 4 {
 		g.Go(func() error {
-			for i := range 80 {
-				id := w*1000 + i
+			after := 0
+			for i := 0; after < 20 && i < 100_000; i++ {
+				sinceRestart := false
+				select {
+				case <-restarted:
+					sinceRestart = true
+				default:
+				}
+				id := w*100_000 + i
 				if err := b.publish(ctx, id, "alice", time.Millisecond); err != nil {
 					mu.Lock()
 					inDoubt[id] = true
 					mu.Unlock()
 					time.Sleep(20 * time.Millisecond)
+				} else if sinceRestart {
+					after++
 				}
 			}
 			return nil
 		})
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The crash comes once the burst is well under way and the sequencer has moved some of it.
+	require.Eventually(t, func() bool {
+		var head int64
+		return pool.QueryRow(ctx, `SELECT position FROM tocsin.feed_state`).Scan(&head) == nil && head >= 40
+	}, 30*time.Second, 5*time.Millisecond)
+	var startedBefore time.Time
+	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_postmaster_start_time()`).Scan(&startedBefore))
+	crashSeq := b.clock.Add(1)
 	require.NoError(t, cluster.Restart(ctx))
+	restartSeq := b.clock.Add(1)
+	close(restarted)
 	require.NoError(t, g.Wait())
-	require.NotEmpty(t, b.done)
+
+	// The restart really happened, in the middle of the burst: writes committed before it
+	// and after it, and writers saw it fail their transactions.
+	var startedAfter time.Time
+	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_postmaster_start_time()`).Scan(&startedAfter))
+	require.True(t, startedAfter.After(startedBefore), "PostgreSQL did not restart")
+	var before, after int
+	for _, w := range b.done {
+		if w.commitSeq < crashSeq {
+			before++
+		}
+		if w.startSeq > restartSeq {
+			after++
+		}
+	}
+	require.Positive(t, before, "no write committed before the crash")
+	require.GreaterOrEqual(t, after, 4*20, "the writers did not go on after the restart")
+	require.NotEmpty(t, inDoubt, "no write was interrupted: the crash missed the burst")
 
 	// Wait until the sequencer has drained the outbox, then read everything by cursor.
 	require.Eventually(t, func() bool {
@@ -314,5 +352,6 @@ func TestNoLossNoDuplicatesAcrossPostgresRestart(t *testing.T) {
 	for id := range committed {
 		require.True(t, seen[id], "committed event %d lost", id)
 	}
-	t.Logf("committed %d, in doubt %d, delivered %d", len(committed), len(inDoubt), len(seen))
+	t.Logf("committed %d (%d before the crash, %d after the restart), in doubt %d, delivered %d",
+		len(committed), before, after, len(inDoubt), len(seen))
 }
