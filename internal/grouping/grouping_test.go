@@ -43,7 +43,7 @@ type options struct {
 
 // setup starts, on a fresh database, a sequencer, a River client working the flush queue
 // and (unless noMover) a Mover; route "r" groups with the given window and max.
-func setup(t *testing.T, o options) *bundle {
+func setup(t testing.TB, o options) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	db := pgtest.New(t)
@@ -93,7 +93,7 @@ func setup(t *testing.T, o options) *bundle {
 }
 
 // change writes one grouped outbox row for recipient, as route r's trigger would.
-func (b *bundle) change(t *testing.T, recipient string, id int, group string) {
+func (b *bundle) change(t testing.TB, recipient string, id int, group string) {
 	t.Helper()
 	require.NoError(t, b.changeErr(recipient, id, group))
 }
@@ -145,7 +145,7 @@ func (b *bundle) waitDigests(t *testing.T, recipient string, n int, within time.
 	return got
 }
 
-func (b *bundle) count(t *testing.T, sql string, args ...any) int {
+func (b *bundle) count(t testing.TB, sql string, args ...any) int {
 	t.Helper()
 	var n int
 	require.NoError(t, b.db.Pool.QueryRow(context.Background(), sql, args...).Scan(&n))
