@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tocsin/tocsin/internal/retention"
 )
 
 // One delivery helper per transport, all driven by the same scenarios, so that short
@@ -174,6 +176,21 @@ func TestDeliveryOverEachTransport(t *testing.T) {
 			})
 			t.Run("MalformedCursor", func(t *testing.T) {
 				require.Equal(t, http.StatusBadRequest, tr.status(t, b, tok, "not-a-cursor"))
+			})
+			// Retention removes carol's entries: a cursor before them would skip them, so it
+			// is gone (410) on every transport; a cursor at or after them stays valid.
+			t.Run("PrunedCursorGone", func(t *testing.T) {
+				carol := token(t, "carol")
+				_, start := getFeed(t, http.DefaultClient, b.base, carol, "after=now")
+				publish(t, b, "carol", 0, 3)
+				got, last := tr.collect(t, b, carol, start.Cursor, 3)
+				requireSequence(t, got, 0, 3)
+				_, err := retention.Prune(context.Background(), b.db.Pool,
+					retention.Config{ChangeTTL: time.Millisecond, InboxTTL: time.Millisecond}, time.Now().Add(time.Second))
+				require.NoError(t, err)
+				require.Equal(t, http.StatusGone, tr.status(t, b, carol, start.Cursor))
+				require.Equal(t, http.StatusGone, tr.status(t, b, carol, got[1].ID))
+				require.Equal(t, http.StatusOK, tr.status(t, b, carol, last), "nothing was removed after it")
 			})
 		})
 	}

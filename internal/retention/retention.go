@@ -91,6 +91,7 @@ func (w *PruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
 // Prune deletes up to cfg.BatchLimit entries that expired before now, with their inbox
 // state (the inbox counts follow, by trigger), and records each recipient's horizon. It returns how many entries it deleted.
 func Prune(ctx context.Context, pool *pgxpool.Pool, cfg Config, now time.Time) (int, error) {
+	cfg.withDefaults() // a zero BatchLimit would prune nothing
 	var n int
 	err := pool.QueryRow(ctx, `
 		WITH doomed AS (
