@@ -122,17 +122,18 @@ export type TabMessage =
  * leadTabs runs lead() in one tab of the origin at a time (a Web Lock named name); the
  * others wait for the lock and receive what the leader posts on the BroadcastChannel of
  * the same name. When the leader's tab closes, the browser releases its lock and the next
- * waiting tab leads. It returns the channel (to post and listen) and a stop function.
+ * waiting tab leads. It returns a function that posts to the other tabs; aborting signal
+ * leaves the channel and the lock (or its queue). Failures other than the abort go to onError.
  */
 export function leadTabs(name: string, lead: () => Promise<void>, onMessage: (m: TabMessage) => void,
-  signal: AbortSignal): { post(m: TabMessage): void } {
+  signal: AbortSignal, onError: (err: unknown) => void): { post(m: TabMessage): void } {
   const channel = new BroadcastChannel(name);
   channel.onmessage = (e: MessageEvent<TabMessage>) => onMessage(e.data);
   signal.addEventListener("abort", () => channel.close(), { once: true });
   navigator.locks.request(name, { signal }, async () => {
     if (!signal.aborted) await lead();
   }).catch((err: unknown) => {
-    if ((err as { name?: string }).name !== "AbortError") throw err;
+    if ((err as { name?: string }).name !== "AbortError") onError(err);
   });
   return {
     post: (m) => {

@@ -160,7 +160,7 @@ export function subscribe(client: Client, opts: SubscribeOptions): Subscription 
       transport = undefined;
       persist(log.cursor);
       await ladder.run(closing.signal);
-    }, onMessage, closing.signal);
+    }, onMessage, closing.signal, report);
     tabs.post({ t: "hello" });
     ping();
   };
