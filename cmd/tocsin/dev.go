@@ -55,6 +55,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if !ok {
 		st, _ := readDevState()
+		if st.API == "" {
+			return fmt.Errorf("already running (pid %d, still starting)", st.PID)
+		}
 		return fmt.Errorf("already running (pid %d, API %s)", st.PID, st.API)
 	}
 	defer lock.Close()
