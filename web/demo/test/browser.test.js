@@ -207,3 +207,15 @@ scenario("6. the unread badge agrees in two tabs after mark read in one", async 
   await until(async () => (await serverUnread()) === 0 && (await unread(a)) === 0 && (await unread(b)) === 0,
     "both badges at 0 after mark read in B");
 });
+
+scenario("7. a privileges-changed message and a portfolio change make the page refetch", async ({ open }) => {
+  const page = await open();
+  await until(async () => (await transport(page)) === "sse" && (await streamsOpen()) === 1, "an open stream");
+  const refetches = async () => Number(await page.textContent('[data-testid="refetches"]'));
+  await until(async () => (await refetches()) >= 1, "the first fetch");
+  const before = await refetches();
+  await sql(`select tocsin.publish('alice', 'privileges', '{"role": "reviewer"}')`);
+  await until(async () => (await refetches()) === before + 1, "a refetch after privileges changed");
+  await sql(`update portfolio set title = 'Alice''s thesis (final)' where id = 1`);
+  await until(async () => (await refetches()) === before + 2, "a refetch after the portfolio changed");
+});
