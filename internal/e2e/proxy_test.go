@@ -548,12 +548,13 @@ func followStream(ctx context.Context, base, token string, f *follower) {
 	}
 }
 
-// followLongPoll long-polls through base from the oldest entry on.
-func followLongPoll(ctx context.Context, base, token string, f *follower) {
+// followLongPoll long-polls (up to wait seconds) through base from the oldest entry on;
+// f.ends["answered"] counts the answers.
+func followLongPoll(ctx context.Context, base, token string, wait int, f *follower) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	cursor := ""
 	for ctx.Err() == nil {
-		page, status, err := poll(client, base, token, cursor, 2)
+		page, status, err := poll(client, base, token, cursor, wait)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -573,7 +574,42 @@ func followLongPoll(ctx context.Context, base, token string, f *follower) {
 			}
 			f.add(d.N)
 		}
+		f.mu.Lock()
+		f.ends["answered"]++
+		f.mu.Unlock()
 		cursor = page.Cursor
+	}
+}
+
+// requestLoop alternates POST /v1/stream-tickets and a short poll through base until ctx
+// ends; every answer but 201/200 is a failure. count() is the number of requests.
+func requestLoop(ctx context.Context, base, token string, f *follower) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := 0; ctx.Err() == nil; i++ {
+		method, path, want := http.MethodPost, "/v1/stream-tickets", http.StatusCreated
+		if i%2 == 1 {
+			method, path, want = http.MethodGet, "/v1/feed?after=now", http.StatusOK
+		}
+		req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+		if err != nil {
+			f.fail("%v", err)
+			return
+		}
+		req.Header = bearer(token)
+		resp, err := client.Do(req)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			f.fail("%s %s: %v", method, path, err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			f.fail("%s %s answered %d", method, path, resp.StatusCode)
+		}
+		f.add(i)
 	}
 }
 
@@ -587,10 +623,11 @@ func pause(ctx context.Context) {
 }
 
 // Clients follow their feeds through the proxy (four streams and a long poll) while
-// events are committed; the node holding most streams gets SIGTERM. Its streams end with
-// "reconnect" (shutdown) over the drain window, its parked poll is answered, their
-// reconnections reach the other node through the proxy without a single error answer, and
-// every client receives every event exactly once, in order. The node exits 0.
+// events are committed, others request tickets and short-poll, and idle long polls are
+// parked; the node holding most streams gets SIGTERM. Its streams end with "reconnect"
+// (shutdown) over the drain window, its parked polls are answered at once, everyone's
+// next request reaches the other node through the proxy without a single error answer,
+// and every client receives every event exactly once, in order. The node exits 0.
 func testDrainOnSIGTERM(t *testing.T, k proxyKind, bin string) {
 	s := newStack(t, "drain-"+k.name, "--drain-window", "2s")
 	p := k.startFn(t, bin, s.addrs())
@@ -613,8 +650,18 @@ func testDrainOnSIGTERM(t *testing.T, k proxyKind, bin string) {
 			if i < streams {
 				followStream(ctx, p.base, tok, f)
 			} else {
-				followLongPoll(ctx, p.base, tok, f)
+				followLongPoll(ctx, p.base, tok, 30, f)
 			}
+		}()
+	}
+	// Meanwhile other clients keep asking for stream tickets and short-polling, so that
+	// the proxy keeps reusing its upstream connections while the node closes them.
+	requesters := &follower{ends: map[string]int{}}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			requestLoop(ctx, p.base, mint(t, "drain-"+k.name+"-requests"), requesters)
 		}()
 	}
 	require.Eventually(t, func() bool {
@@ -627,6 +674,29 @@ func testDrainOnSIGTERM(t *testing.T, k proxyKind, bin string) {
 		victim, survivor = survivor, victim
 	}
 	onVictim := max(open[0], open[1])
+
+	// Long polls of a recipient that gets nothing, added until at least one of them is
+	// parked on the victim: more than one parked poll there, since one may be the
+	// follower's (parked too until the writes start).
+	idle := &follower{ends: map[string]int{}}
+	idleTok := mint(t, "drain-"+k.name+"-idle")
+	parked := func(n *node) int {
+		v, err := metric(n, "tocsin_long_polls_parked")
+		require.NoError(t, err)
+		return int(v)
+	}
+	idlePolls := 0
+	for parked(victim) < 2 {
+		require.Less(t, idlePolls, 7, "%s parked no long poll on %s", k.name, victim.name)
+		idlePolls++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			followLongPoll(ctx, p.base, idleTok, 30, idle)
+		}()
+		require.Eventually(t, func() bool { return parked(victim)+parked(survivor) == idlePolls+1 },
+			15*time.Second, 10*time.Millisecond, "the long polls did not park")
+	}
 
 	// One commit every 7 ms, so that writes go on before, during and after the drain
 	// window; SIGTERM after a quarter of them.
@@ -665,6 +735,12 @@ func testDrainOnSIGTERM(t *testing.T, k proxyKind, bin string) {
 	for i := range want {
 		want[i] = i
 	}
+	require.Empty(t, requesters.failures, "ticket and short-poll requests failed during the drain")
+	// The idle polls wait 30 s and nothing comes for them: those answered before were
+	// answered by the drain (and their next poll went to the other node).
+	require.Empty(t, idle.failures, "a long poll parked on the draining node failed")
+	require.Positive(t, idle.ends["answered"], "no parked long poll was answered by the drain")
+	require.Positive(t, requesters.count(), "no ticket or poll request went through")
 	shutdownEnds := 0
 	for i, f := range followers {
 		require.Empty(t, f.failures, "client %d got answers an EventSource gives up on", i)
@@ -673,8 +749,8 @@ func testDrainOnSIGTERM(t *testing.T, k proxyKind, bin string) {
 		require.Zero(t, f.ends["eof"], "client %d: a stream ended without a reconnect frame", i)
 	}
 	require.Equal(t, onVictim, shutdownEnds, "every stream on %s ends with reconnect (shutdown)", victim.name)
-	t.Logf("%s: SIGTERM to %s holding %d of %d streams; %d streams ended with reconnect/shutdown and resumed on %s; %d events × %d clients, none lost or repeated",
-		k.name, victim.name, onVictim, streams, shutdownEnds, survivor.name, total, len(followers))
+	t.Logf("%s: SIGTERM to %s holding %d of %d streams; %d streams ended with reconnect/shutdown and resumed on %s; %d events × %d clients, none lost or repeated; %d ticket and poll requests, none failed; %d idle long polls answered by the drain",
+		k.name, victim.name, onVictim, streams, shutdownEnds, survivor.name, total, len(followers), requesters.count(), idle.ends["answered"])
 }
 
 // The proxy forwards the client's address (X-Forwarded-For appended to, X-Real-IP), the
