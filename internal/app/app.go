@@ -3,8 +3,9 @@
 //
 // Start order: database pool → schema check → hub, doorbell and settings watcher →
 // sequencer → capture (replication and Debezium) → River → HTTP. Shutdown order (on SIGTERM or a service failing):
-// the HTTP server stops accepting, answers its parked long polls with empty pages and ends
-// its streams with "reconnect" over the drain window; then River, capture, the sequencer,
+// the HTTP server stops accepting, answers its parked long polls with empty pages, ends
+// its streams with "reconnect" over the drain window and closes each keep-alive connection
+// after an answer (httpapi.Server.Shutdown); then River, capture, the sequencer,
 // the doorbell, the settings watcher and the hub stop, then the pool closes.
 package app
 
@@ -269,7 +270,7 @@ func (n *Node) Run(ctx context.Context) error {
 		srv.Handler = n.withMetrics(srv.Handler)
 		g.Go(func() error {
 			n.log.Info("api listening", slog.String("addr", n.Addr()))
-			if err := srv.Serve(n.listener); !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(n.listener); !httpapi.ServeStopped(err) {
 				return fmt.Errorf("serving HTTP: %w", err)
 			}
 			return nil
@@ -279,7 +280,7 @@ func (n *Node) Run(ctx context.Context) error {
 			// Streams end over the drain window; give them that much and the usual margin.
 			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout+n.cfg.DrainWindow)
 			defer cancel()
-			err := srv.Shutdown(sctx)
+			err := n.API.Shutdown(sctx, srv, n.listener)
 			// Shutdown does not see the streams that took their connections over.
 			if werr := n.API.WaitStreams(sctx); err == nil {
 				err = werr

@@ -27,9 +27,12 @@ const bodyReadKey = "tocsin.body_read"
 // it, authenticated or not, is cut off instead of holding a connection and a goroutine.
 // Streams and long polls lift the deadline once admitted (liftReadDeadline), since the
 // server's read of a held connection is how it notices the client leave. It also sets
-// X-Content-Type-Options: nosniff on every response.
+// X-Content-Type-Options: nosniff on every response, and Connection: close while draining.
 func (s *Server) guardConnection(c *gin.Context) {
 	c.Header("X-Content-Type-Options", "nosniff")
+	if s.draining() {
+		c.Header("Connection", "close") // see Shutdown: close after this answer, never under a request
+	}
 	if err := http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout)); err != nil {
 		s.logger.DebugContext(c.Request.Context(), "cannot set a read deadline", slog.Any("error", err))
 	}

@@ -18,8 +18,13 @@ func (s *Server) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, healthStatus{Status: "ok"})
 }
 
-// readyz answers whether this node can serve the API (readiness): 200, or a 503 problem.
+// readyz answers whether this node can serve the API (readiness): 200, or a 503 problem
+// (also while draining).
 func (s *Server) readyz(c *gin.Context) {
+	if s.draining() {
+		s.writeProblem(c, fmt.Errorf("%w: not ready: draining", errUnavailable))
+		return
+	}
 	if s.deps.Readiness != nil {
 		ctx, cancel := context.WithTimeout(c.Request.Context(), readyTimeout)
 		defer cancel()

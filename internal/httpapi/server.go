@@ -183,6 +183,7 @@ type Server struct {
 	origins map[string]bool
 	limits  *limits
 	streams *stream.Streams
+	conns   connCounter  // open connections of the http.Server from HTTPServer
 	polls   atomic.Int64 // parked long polls
 }
 
@@ -239,8 +240,9 @@ func (s *Server) Handler() http.Handler { return s.engine }
 
 // Drain starts a graceful stop: long polls in flight and to come are answered at once with
 // an empty page; open streams end with "reconnect" at random moments of the drain window;
-// new streams get 503 with Retry-After, sending their clients to another node. The
-// http.Server from HTTPServer calls it on Shutdown.
+// new streams get 503 with Retry-After, sending their clients to another node; every new
+// request is answered with "Connection: close"; /readyz answers 503. Shutdown calls it,
+// and so does the http.Server from HTTPServer on its own Shutdown.
 func (s *Server) Drain() {
 	s.drainOnce.Do(func() {
 		s.drain()
@@ -253,7 +255,8 @@ func (s *Server) draining() bool { return s.drainCtx.Err() != nil }
 
 // HTTPServer returns an http.Server for the API on addr, with timeouts fit for it: headers
 // must arrive within 10s, ordinary responses are written within Config.WriteTimeout, long
-// polls extend their own deadline. Shutdown drains long polls (see Drain).
+// polls extend their own deadline. Stop it with Server.Shutdown; its own Shutdown drains
+// too (see Drain) but closes idle keep-alive connections at once.
 func (s *Server) HTTPServer(addr string) *http.Server {
 	srv := &http.Server{
 		Addr:              addr,
@@ -263,6 +266,7 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		ConnState:         s.conns.observe,
 	}
 	srv.RegisterOnShutdown(s.Drain)
 	return srv
