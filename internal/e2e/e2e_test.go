@@ -127,7 +127,12 @@ type feedPage struct {
 }
 
 func poll(client *http.Client, base, token, after string, wait int) (feedPage, int, error) {
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/feed?after=%s&wait=%d&limit=50", base, url.QueryEscape(after), wait), nil)
+	return pollContext(context.Background(), client, base, token, after, wait)
+}
+
+// pollContext is poll that gives up when ctx ends.
+func pollContext(ctx context.Context, client *http.Client, base, token, after string, wait int) (feedPage, int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/feed?after=%s&wait=%d&limit=50", base, url.QueryEscape(after), wait), nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := client.Do(req)
 	if err != nil {

@@ -554,7 +554,7 @@ func followLongPoll(ctx context.Context, base, token string, wait int, f *follow
 	client := &http.Client{Timeout: 30 * time.Second}
 	cursor := ""
 	for ctx.Err() == nil {
-		page, status, err := poll(client, base, token, cursor, wait)
+		page, status, err := pollContext(ctx, client, base, token, cursor, wait)
 		switch {
 		case ctx.Err() != nil:
 			return
