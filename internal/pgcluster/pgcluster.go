@@ -226,6 +226,7 @@ func (c *Cluster) Restart(ctx context.Context) error {
 // Stop stops the server immediately. It is safe to call more than once.
 func (c *Cluster) Stop() error {
 	if !fileExists(filepath.Join(c.dataDir, "postmaster.pid")) {
+		c.removeSocketDir(c.sockDir) // stopped by someone else: the directory is still ours
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
