@@ -105,7 +105,10 @@ func TestStreamSeamWhileBacklogReplays(t *testing.T) {
 // the same recipient receives everything, in order, and the hub never waits for it.
 func TestStreamSlowConsumerCutOff(t *testing.T) {
 	t.Parallel()
-	b := setup(t, "--sse-write-timeout", "1s")
+	// The write deadline must cut the slow client off, never the fast one: a client
+	// reading 12.8 MB under -race on a loaded two-core machine can pause for over a second,
+	// so the deadline leaves it room (the slow client is cut off a few seconds later).
+	b := setup(t, "--sse-write-timeout", "4s")
 	tok := token(t, "alice")
 
 	// The slow client: a raw connection with a tiny receive buffer that never reads.
@@ -140,7 +143,7 @@ func TestStreamSlowConsumerCutOff(t *testing.T) {
 	c := b.node.API.StreamCounters()
 	require.Eventually(t, func() bool {
 		return c.Ended(stream.EndSlowConsumer)+c.Ended(stream.EndWriteFailed) == 1
-	}, streamTimeout, 10*time.Millisecond, "the slow client was not cut off")
+	}, 3*streamTimeout, 10*time.Millisecond, "the slow client was not cut off")
 	require.Equal(t, int64(1), c.Open(), "the fast client's stream stays open")
 	t.Logf("slow client cut off: slow-consumer=%d write-failed=%d", c.Ended(stream.EndSlowConsumer), c.Ended(stream.EndWriteFailed))
 }
