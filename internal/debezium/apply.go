@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -43,7 +44,7 @@ func (s *partitionState) seen(e *Event) bool {
 // apply writes the outbox rows of recs and every touched partition's new position in one
 // transaction. Records below a partition's stored next offset were applied before (by
 // this member before a retry, or by another during a rebalance) and are skipped.
-func (c *Consumer) apply(ctx context.Context, router *routes.Router, recs []*kgo.Record) error {
+func (c *Consumer) apply(ctx context.Context, router *routes.Router, recs []*kgo.Record, polledAt time.Time) error {
 	var written int
 	states := map[topicPartition]*partitionState{}
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
@@ -88,7 +89,7 @@ func (c *Consumer) apply(ctx context.Context, router *routes.Router, recs []*kgo
 		c.cfg.WakeFunc()
 	}
 	if f := c.cfg.AppliedFunc; f != nil {
-		f(Applied{Records: recs, Rows: written})
+		f(Applied{Records: recs, Rows: written, PolledAt: polledAt})
 	}
 	return nil
 }

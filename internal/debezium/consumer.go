@@ -60,8 +60,9 @@ const (
 
 // Applied describes one committed batch.
 type Applied struct {
-	Records []*kgo.Record // every record the batch consumed, applied or skipped
-	Rows    int           // outbox rows written
+	Records  []*kgo.Record // every record the batch consumed, applied or skipped
+	Rows     int           // outbox rows written
+	PolledAt time.Time     // when the batch came back from Kafka
 }
 
 // PartitionLag is how far one partition's stored position is behind its end.
@@ -250,6 +251,9 @@ func (c *Consumer) session(ctx context.Context) error {
 		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A connector with exactly.once.source.support writes in Kafka transactions: never
+		// read what it aborted.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.AdjustFetchOffsetsFn(func(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 			return c.storedOffsets(ctx, cl, assigned)
 		}),
@@ -269,6 +273,7 @@ func (c *Consumer) session(ctx context.Context) error {
 	for {
 		pctx, cancel := context.WithDeadline(ctx, refreshAt)
 		fetches := cl.PollRecords(pctx, c.cfg.MaxPollRecords)
+		polledAt := time.Now()
 		cancel()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return nil
@@ -283,7 +288,7 @@ func (c *Consumer) session(ctx context.Context) error {
 			c.setLag(topicPartition{p.Topic, p.Partition}, p.HighWatermark, -1)
 		})
 		if recs := fetches.Records(); len(recs) > 0 {
-			if err := c.apply(ctx, router, recs); err != nil {
+			if err := c.apply(ctx, router, recs, polledAt); err != nil {
 				cl.AllowRebalance()
 				return err
 			}
