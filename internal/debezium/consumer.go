@@ -240,7 +240,10 @@ func (c *Consumer) session(ctx context.Context) error {
 	if err != nil {
 		return &configError{err}
 	}
+	// The group may assign partitions before NewClient returns; the offset callback waits
+	// for the client it needs for "latest".
 	var cl *kgo.Client
+	built := make(chan struct{})
 	opts = append(opts,
 		kgo.WithLogger(kgoLogger{c.log}),
 		kgo.ConsumerGroup(c.cfg.Kafka.Group),
@@ -255,6 +258,11 @@ func (c *Consumer) session(ctx context.Context) error {
 		// read what it aborted.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.AdjustFetchOffsetsFn(func(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+			select {
+			case <-built:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 			return c.storedOffsets(ctx, cl, assigned)
 		}),
 		kgo.OnPartitionsRevoked(c.forget),
@@ -266,6 +274,7 @@ func (c *Consumer) session(ctx context.Context) error {
 	if cl, err = kgo.NewClient(opts...); err != nil {
 		return fmt.Errorf("creating the Kafka client: %w", err)
 	}
+	close(built)
 	defer cl.CloseAllowingRebalance()
 	c.log.Info("debezium consumer joined", slog.String("group", c.cfg.Kafka.Group), slog.Any("topics", topics))
 
