@@ -22,6 +22,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // node_modules must be installed.
 func TestBundleIsCurrent(t *testing.T) {
 	t.Parallel()
+	webtest.Track(t, "src", "../sdk/src", "../sdk/package-lock.json")
 	webtest.NpmCI(t, webtest.Dir(t, "../sdk"))
 	cmd := exec.CommandContext(t.Context(), "go", "tool", "esbuild", "src/main.ts", "--bundle", "--format=esm",
 		"--minify", "--target=es2022", "--log-level=warning")
@@ -42,6 +43,7 @@ func TestDemoInChromium(t *testing.T) {
 	t.Parallel()
 	chromium := webtest.Chromium(t)
 	dir := webtest.Dir(t, ".")
+	webtest.Track(t, "test", "index.html", "dist/app.js", "package-lock.json")
 	webtest.NpmCI(t, dir)
 
 	db := pgtest.New(t)

@@ -22,6 +22,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func TestGeneratedTypesAreCurrent(t *testing.T) {
 	t.Parallel()
 	dir := webtest.Dir(t, ".")
+	webtest.Track(t, "src", "package-lock.json", "../../api/openapi.yaml")
 	webtest.NpmCI(t, dir)
 	webtest.NpmRun(t, dir, "gen:check")
 }
@@ -30,6 +31,7 @@ func TestGeneratedTypesAreCurrent(t *testing.T) {
 func TestSpecLints(t *testing.T) {
 	t.Parallel()
 	dir := webtest.Dir(t, ".")
+	webtest.Track(t, "package-lock.json", "../../api/openapi.yaml", "../../api/redocly.yaml")
 	webtest.NpmCI(t, dir)
 	out := webtest.NpmRun(t, dir, "lint:api")
 	require.Contains(t, out, "valid")
@@ -39,6 +41,7 @@ func TestSpecLints(t *testing.T) {
 func TestTypecheck(t *testing.T) {
 	t.Parallel()
 	dir := webtest.Dir(t, ".")
+	webtest.Track(t, "src", "tsconfig.json", "package-lock.json", "../demo/src", "../demo/tsconfig.json")
 	webtest.NpmCI(t, dir)
 	webtest.NpmRun(t, dir, "typecheck")
 }
@@ -47,6 +50,7 @@ func TestTypecheck(t *testing.T) {
 func TestSDKAgainstServe(t *testing.T) {
 	t.Parallel()
 	dir := webtest.Dir(t, ".")
+	webtest.Track(t, "src", "test", "package-lock.json")
 	webtest.NpmCI(t, dir)
 	webtest.NpmRun(t, dir, "build")
 

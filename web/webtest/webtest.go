@@ -32,6 +32,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	// The node these tests start is built from cmd/tocsin in a child process, which go
+	// test's cache does not see: linking the composition root makes the cached result of a
+	// web test depend on the Go code the node runs.
+	_ "github.com/tocsin/tocsin/internal/app"
 	"github.com/tocsin/tocsin/internal/auth"
 )
 
@@ -78,6 +82,32 @@ func Chromium(t *testing.T) string {
 		missing(t, "chromium ("+p+")", "apt-get install -y chromium")
 	}
 	return p
+}
+
+// Track reads every file under paths (skipping node_modules, dist and test-results), so
+// that go test's cache, which only sees the files its own process opens, reruns a web test
+// when the TypeScript, JavaScript, spec or lock files its Node child reads have changed.
+func Track(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, root := range paths {
+		err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				switch d.Name() {
+				case "node_modules", "dist", "test-results":
+					if p != root {
+						return filepath.SkipDir
+					}
+				}
+				return nil
+			}
+			_, err = os.ReadFile(p)
+			return err
+		})
+		require.NoError(t, err)
+	}
 }
 
 // Dir returns the absolute path of a folder given relative to the calling test's package.
