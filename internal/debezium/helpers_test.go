@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,16 +299,6 @@ func records(schemas bool, chs ...change) []*kgo.Record {
 	var out []*kgo.Record
 	for _, ch := range chs {
 		out = append(out, ch.record(schemas))
-	}
-	return out
-}
-
-func lines(s string) []string {
-	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			out = append(out, l)
-		}
 	}
 	return out
 }

@@ -20,7 +20,7 @@ type After struct {
 func (a After) Oldest() bool { return a.Epoch == "" }
 
 // Cursor returns a as a cursor. It is meaningful once a is bound to a generation.
-func (a After) Cursor() Cursor { return Cursor{Epoch: a.Epoch, Position: a.Position} }
+func (a After) Cursor() Cursor { return Cursor(a) }
 
 // StateReader reads the feed's generation and head (a *Store is one).
 type StateReader interface {
@@ -48,7 +48,7 @@ func ResolveAfter(ctx context.Context, r StateReader, after string) (After, erro
 		if err != nil {
 			return After{}, err
 		}
-		return After{Epoch: c.Epoch, Position: c.Position}, nil
+		return After(c), nil
 	}
 }
 

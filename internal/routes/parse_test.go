@@ -13,7 +13,7 @@ import (
 
 func TestParseFullRoute(t *testing.T) {
 	t.Parallel()
-	f, err := routes.Parse("routes.yaml", []byte(`
+	_, err := routes.Parse("routes.yaml", []byte(`
 routes:
   - name: comment-on-my-portfolio
     table: public.comment
@@ -35,7 +35,7 @@ routes:
 	require.Error(t, err, "when_changed without update is refused")
 	require.EqualError(t, err, `routes.yaml:12: route "comment-on-my-portfolio": when_changed: has no effect: the route does not fire on update`)
 
-	f, err = routes.Parse("routes.yaml", []byte(`
+	f, err := routes.Parse("routes.yaml", []byte(`
 routes:
   - name: comment-on-my-portfolio
     table: public.comment
