@@ -24,6 +24,12 @@
 // placeholders become references to the row's columns, bound by plpgsql; such a function
 // pins the search_path in effect when it was applied.
 //
+// Routes with capture: replication or capture: debezium install no trigger: their changes
+// are routed in Go by Router, from the WAL (internal/capture) or from Debezium's Kafka
+// topics (internal/debezium), field for field as the trigger would. A debezium route's
+// table usually lives in the application's database only; Check then checks the file
+// alone and says so in File.Notes.
+//
 // # Invariants
 //
 //   - The application is never harmed by more than the insert itself: the generated
