@@ -135,8 +135,9 @@ func (c *Consumer) Skipped() map[string]int64 {
 // Resent returns how many change events were recognised as Debezium's resends and skipped.
 func (c *Consumer) Resent() int64 { return c.resent.Load() }
 
-// Lag returns the lag of each partition this member holds, as of its last fetch that
-// returned records (a partition not fetched from since its assignment is left out), sorted.
+// Lag returns the lag of each partition this member holds, as of its last fetch or its
+// last look at the end offsets (every RefreshInterval), sorted. A partition is left out
+// until both its end and its stored offset are known.
 func (c *Consumer) Lag() []PartitionLag {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -305,6 +306,7 @@ func (c *Consumer) session(ctx context.Context) error {
 		}
 		cl.AllowRebalance()
 		if time.Now().After(refreshAt) {
+			c.refreshHighWatermarks(ctx, cl, topics)
 			next, nextTopics, err := c.loadRouter(ctx)
 			if err != nil {
 				return err
@@ -317,6 +319,29 @@ func (c *Consumer) session(ctx context.Context) error {
 			refreshAt = time.Now().Add(c.cfg.RefreshInterval)
 		}
 	}
+}
+
+// refreshHighWatermarks reads the end offsets of the partitions this member holds, so that
+// the lag of a partition with nothing new is exported too. A failure only leaves the lag
+// as it was.
+func (c *Consumer) refreshHighWatermarks(ctx context.Context, cl *kgo.Client, topics []string) {
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshInterval)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(lctx, topics...)
+	if err != nil {
+		return
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return
+		}
+		tp := topicPartition{o.Topic, o.Partition}
+		c.mu.Lock()
+		if l := c.lag[tp]; l != nil {
+			l.hwm = o.Offset
+		}
+		c.mu.Unlock()
+	})
 }
 
 // storedOffsets replaces the offsets Kafka would start from with Tocsin's own: the stored

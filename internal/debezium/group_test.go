@@ -102,3 +102,27 @@ func TestCaptureSwitchedOff(t *testing.T) {
 	b.produce(t, inserts(5, 1)...)
 	eventually(t, 30*time.Second, "the new insert", func() bool { return b.count(t, `SELECT count(*) FROM tocsin.feed`) == 2 })
 }
+
+// TestLagOfQuietPartitions exports the lag of every held partition, also of those with
+// nothing new since the assignment (nothing is fetched from them): a consumer that starts on
+// caught-up partitions reports them at zero.
+func TestLagOfQuietPartitions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3, routesYAML)
+	b.produce(t, inserts(0, 30)...)
+	ctx, stop := context.WithCancel(b.ctx)
+	first := debezium.New(b.pool, b.config(), slog.New(slog.NewTextHandler(b.logs, nil)))
+	done := make(chan struct{})
+	go func() { _ = first.Run(ctx); close(done) }()
+	eventually(t, 30*time.Second, "every event applied", func() bool {
+		return b.count(t, `SELECT coalesce(sum(next_offset), 0) FROM tocsin.debezium_offset`) == 30
+	})
+	stop()
+	<-done
+
+	c := b.start(t, b.config())
+	eventually(t, 30*time.Second, "the lag of all three quiet partitions, zero", func() bool {
+		lag := c.Lag()
+		return len(lag) == 3 && lag[0].Lag+lag[1].Lag+lag[2].Lag == 0
+	})
+}
