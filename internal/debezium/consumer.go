@@ -177,7 +177,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		switch {
 		case errors.As(err, &cfgErr):
 			if err.Error() != last {
-				c.log.Error("debezium routes exist but Kafka is not configured", slog.Any("error", cfgErr.err))
+				c.log.Error("debezium routes exist but the Kafka settings are missing or wrong", slog.Any("error", cfgErr.err))
 			}
 		case err != nil:
 			c.log.Warn("debezium consumer stopped; retrying", slog.Any("error", err))
