@@ -2,11 +2,14 @@ package feed
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 // Store reads the feed. Every read is a single statement, so the rows it returns and the
@@ -27,12 +30,19 @@ type State struct {
 // Cursor returns the cursor at position pos of this generation.
 func (s State) Cursor(pos int64) Cursor { return Cursor{Epoch: s.Epoch, Position: pos} }
 
-const eventColumns = `f.position, f.recipient, f.topic, f.kind, f.op, f.table_name, f.key, f.data, f.old, f.changed, f.group_key, f.replaces, f.created_at`
+var (
+	//go:embed queries.sql
+	queriesSQL       string
+	queries          = sqlfile.Parse("feed/queries.sql", queriesSQL)
+	feedStateSQL     = queries.Get("feed_state")
+	feedListAfterSQL = queries.Get("feed_list_after")
+	feedListRangeSQL = queries.Get("feed_list_range")
+)
 
 // FeedState reads the feed's generation and head.
 func (s *Store) FeedState(ctx context.Context) (State, error) {
 	var st State
-	err := s.pool.QueryRow(ctx, `SELECT epoch, position FROM tocsin.feed_state`).Scan(&st.Epoch, &st.Head)
+	err := s.pool.QueryRow(ctx, feedStateSQL).Scan(&st.Epoch, &st.Head)
 	if err != nil {
 		return State{}, fmt.Errorf("reading feed state: %w", err)
 	}
@@ -43,17 +53,7 @@ func (s *Store) FeedState(ctx context.Context) (State, error) {
 // position order, with the feed state of the same snapshot. Horizon is the highest position
 // of recipient's entries that retention removed (0 when none): a cursor below it has a gap.
 func (s *Store) FeedListAfter(ctx context.Context, recipient string, after int64, limit int) ([]Event, State, int64, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT s.epoch, s.position, coalesce(h.pruned_through, 0), `+eventColumns+`
-		FROM tocsin.feed_state s
-		LEFT JOIN tocsin.feed_horizon h ON h.recipient = $1
-		LEFT JOIN LATERAL (
-			SELECT * FROM tocsin.feed
-			WHERE recipient = $1 AND position > $2
-			ORDER BY position
-			LIMIT $3
-		) f ON true
-		ORDER BY f.position`, recipient, after, limit)
+	rows, err := s.pool.Query(ctx, feedListAfterSQL, recipient, after, limit)
 	if err != nil {
 		return nil, State{}, 0, fmt.Errorf("reading feed of %q after %d: %w", recipient, after, err)
 	}
@@ -94,12 +94,7 @@ func (s *Store) FeedListAfter(ctx context.Context, recipient string, after int64
 // FeedListRange returns the entries with from < position <= to of the given recipients, in
 // position order, at most limit. It is the hub's one read per batch for all its clients.
 func (s *Store) FeedListRange(ctx context.Context, from, to int64, recipients []string, limit int) ([]Event, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT `+eventColumns+`, s.epoch
-		FROM tocsin.feed f CROSS JOIN tocsin.feed_state s
-		WHERE f.position > $1 AND f.position <= $2 AND f.recipient = ANY($3)
-		ORDER BY f.position
-		LIMIT $4`, from, to, recipients, limit)
+	rows, err := s.pool.Query(ctx, feedListRangeSQL, from, to, recipients, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading feed range (%d, %d]: %w", from, to, err)
 	}
@@ -128,7 +123,7 @@ func (e *Event) setIDs(epoch string) {
 	}
 }
 
-// ScanEvent scans the columns of EventColumns, then extra, into an Event whose IDs are cursors of
+// ScanEvent scans a feed entry's columns (in queries.sql's order), then extra, into an Event whose IDs are cursors of
 // epoch. It serves readers of the feed outside this package (the inbox).
 func ScanEvent(row pgx.Row, epoch string, extra ...any) (Event, error) {
 	var e Event
@@ -140,6 +135,3 @@ func ScanEvent(row pgx.Row, epoch string, extra ...any) (Event, error) {
 	e.setIDs(epoch)
 	return e, nil
 }
-
-// EventColumns are the columns ScanEvent reads, of tocsin.feed aliased f.
-const EventColumns = eventColumns

@@ -49,10 +49,7 @@ func (m *Mover) Promote(ctx context.Context) (int, error) {
 	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
 		// Reads River's table (state, queue, scheduled_at: its fetch index); changes go
 		// through River's API.
-		rows, err := tx.Query(ctx, `SELECT id FROM `+schema+`.river_job
-			WHERE state = 'scheduled' AND queue = $1 AND scheduled_at <= now()
-			ORDER BY scheduled_at LIMIT 1000
-			FOR UPDATE SKIP LOCKED`, Queue)
+		rows, err := tx.Query(ctx, riverJobDueFlushesSQL, Queue)
 		if err != nil {
 			return err
 		}

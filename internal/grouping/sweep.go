@@ -10,9 +10,6 @@ import (
 	"github.com/riverqueue/river"
 )
 
-// schema is the schema of Tocsin's and River's tables.
-const schema = "tocsin"
-
 // SweepArgs are the arguments of the periodic sweep job.
 type SweepArgs struct{}
 
@@ -45,16 +42,7 @@ func (w *SweepWorker) Work(ctx context.Context, _ *river.Job[SweepArgs]) error {
 func Sweep(ctx context.Context, pool *pgxpool.Pool, client *river.Client[pgx.Tx], grace time.Duration) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			SELECT recipient, route, group_key FROM tocsin.group_window
-			WHERE closes_at < now() - $1::interval
-			UNION
-			SELECT DISTINCT p.recipient, p.route, p.group_key FROM tocsin.group_pending p
-			WHERE p.sequenced_at < now() - $1::interval
-			  AND NOT EXISTS (SELECT 1 FROM tocsin.group_window w
-			                  WHERE (w.recipient, w.route, w.group_key) = (p.recipient, p.route, p.group_key))
-			ORDER BY 1, 2, 3
-			LIMIT 10000`, grace)
+		rows, err := tx.Query(ctx, groupWindowOverdueSQL, grace)
 		if err != nil {
 			return err
 		}

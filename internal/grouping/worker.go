@@ -2,6 +2,7 @@ package grouping
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,18 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/tocsin/tocsin/internal/outbox"
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL            string
+	queries               = sqlfile.Parse("grouping/queries.sql", queriesSQL)
+	groupWindowLockSQL    = queries.Get("group_window_lock")
+	groupPendingTakeSQL   = queries.Get("group_pending_take")
+	groupWindowCloseSQL   = queries.Get("group_window_close")
+	groupWindowOverdueSQL = queries.Get("group_window_overdue")
+	riverJobDueFlushesSQL = queries.Get("river_job_due_flushes")
 )
 
 // Digest is the data of a feed entry of kind `digest`.
@@ -61,8 +74,7 @@ func (w *FlushWorker) Work(ctx context.Context, job *river.Job[FlushArgs]) error
 	}
 	var n int
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM tocsin.group_window
-			WHERE recipient = $1 AND route = $2 AND group_key = $3 FOR UPDATE`, a.Recipient, a.Route, a.GroupKey); err != nil {
+		if _, err := tx.Exec(ctx, groupWindowLockSQL, a.Recipient, a.Route, a.GroupKey); err != nil {
 			return fmt.Errorf("locking the window: %w", err)
 		}
 		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
@@ -73,9 +85,7 @@ func (w *FlushWorker) Work(ctx context.Context, job *river.Job[FlushArgs]) error
 		}
 		// A separate statement after the completion: its snapshot holds every change that
 		// joined this job.
-		rows, err := tx.Query(ctx, `DELETE FROM tocsin.group_pending
-			WHERE recipient = $1 AND route = $2 AND group_key = $3
-			RETURNING id, topic, table_name, key, data, created_at`, a.Recipient, a.Route, a.GroupKey)
+		rows, err := tx.Query(ctx, groupPendingTakeSQL, a.Recipient, a.Route, a.GroupKey)
 		if err != nil {
 			return fmt.Errorf("taking pending changes: %w", err)
 		}
@@ -86,8 +96,7 @@ func (w *FlushWorker) Work(ctx context.Context, job *river.Job[FlushArgs]) error
 		if err != nil {
 			return fmt.Errorf("taking pending changes: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM tocsin.group_window
-			WHERE recipient = $1 AND route = $2 AND group_key = $3`, a.Recipient, a.Route, a.GroupKey); err != nil {
+		if _, err := tx.Exec(ctx, groupWindowCloseSQL, a.Recipient, a.Route, a.GroupKey); err != nil {
 			return fmt.Errorf("closing the window: %w", err)
 		}
 		n = len(pending)

@@ -14,6 +14,7 @@ package inbox
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/outbox"
+	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 // Filter selects entries by state.
@@ -84,18 +86,30 @@ func NewStore(pool *pgxpool.Pool, wakeFunc func()) *Store {
 	return &Store{pool: pool, wakeFunc: wakeFunc}
 }
 
-var filterSQL = map[Filter]string{
-	FilterUnread:   `i.read_at IS NULL AND i.archived_at IS NULL`,
-	FilterUnseen:   `i.seen_at IS NULL AND i.archived_at IS NULL`,
-	FilterAll:      `i.archived_at IS NULL`,
-	FilterArchived: `i.archived_at IS NOT NULL`,
-}
+var (
+	//go:embed queries.sql
+	queriesSQL   string
+	queries      = sqlfile.Parse("inbox/queries.sql", queriesSQL)
+	countsSQL    = queries.Get("inbox_counts")
+	feedEpochSQL = queries.Get("feed_epoch")
+	listSQL      = map[Filter]string{
+		FilterUnread:   queries.Get("inbox_list_unread"),
+		FilterUnseen:   queries.Get("inbox_list_unseen"),
+		FilterAll:      queries.Get("inbox_list_all"),
+		FilterArchived: queries.Get("inbox_list_archived"),
+	}
+	markSQL = map[Action]string{
+		ActionSeen:    queries.Get("inbox_mark_seen"),
+		ActionRead:    queries.Get("inbox_mark_read"),
+		ActionArchive: queries.Get("inbox_mark_archive"),
+	}
+)
 
 // List returns up to limit of recipient's entries matching filter, newest first, older
 // than the entry before ("" = from the newest). next is the cursor of the next page ("" at
 // the end). A before cursor of another feed generation is feed.ErrCursorExpired.
 func (s *Store) List(ctx context.Context, recipient string, filter Filter, before string, limit int) (entries []Entry, next string, err error) {
-	cond, ok := filterSQL[filter]
+	list, ok := listSQL[filter]
 	if !ok {
 		return nil, "", fmt.Errorf("%w: state %q", ErrInvalid, filter)
 	}
@@ -109,12 +123,7 @@ func (s *Store) List(ctx context.Context, recipient string, filter Filter, befor
 			return nil, "", err
 		}
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT `+feed.EventColumns+`, i.seen_at, i.read_at, i.archived_at
-		FROM tocsin.inbox i JOIN tocsin.feed f ON f.position = i.position
-		WHERE i.recipient = $1 AND i.position < $2 AND `+cond+`
-		ORDER BY i.position DESC
-		LIMIT $3`, recipient, beforePos, limit+1)
+	rows, err := s.pool.Query(ctx, list, recipient, beforePos, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing the inbox of %q: %w", recipient, err)
 	}
@@ -145,25 +154,18 @@ type queryRower interface {
 
 func counts(ctx context.Context, q queryRower, recipient string) (Counts, error) {
 	var c Counts
-	err := q.QueryRow(ctx, `SELECT coalesce(max(unread), 0), coalesce(max(unseen), 0)
-		FROM tocsin.inbox_count WHERE recipient = $1`, recipient).Scan(&c.Unread, &c.Unseen)
+	err := q.QueryRow(ctx, countsSQL, recipient).Scan(&c.Unread, &c.Unseen)
 	if err != nil {
 		return Counts{}, fmt.Errorf("reading the inbox counts of %q: %w", recipient, err)
 	}
 	return c, nil
 }
 
-var actionSQL = map[Action]string{
-	ActionSeen:    `seen_at = now() WHERE seen_at IS NULL`,
-	ActionRead:    `read_at = now(), seen_at = coalesce(seen_at, now()) WHERE read_at IS NULL`,
-	ActionArchive: `archived_at = now(), seen_at = coalesce(seen_at, now()) WHERE archived_at IS NULL`,
-}
-
 // Mark applies action to recipient's selected entries and returns how many changed and
 // the counts after the change. Entries already in that state, or not recipient's, are
 // left alone.
 func (s *Store) Mark(ctx context.Context, recipient string, action Action, sel Selection) (changed int, c Counts, err error) {
-	set, ok := actionSQL[action]
+	mark, ok := markSQL[action]
 	if !ok {
 		return 0, Counts{}, fmt.Errorf("%w: action %q", ErrInvalid, action)
 	}
@@ -191,9 +193,7 @@ func (s *Store) Mark(ctx context.Context, recipient string, action Action, sel S
 		}
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `UPDATE tocsin.inbox SET `+set+`
-			AND recipient = $1 AND (position = ANY($2) OR position <= $3)
-			RETURNING position`, recipient, positions, upTo)
+		rows, err := tx.Query(ctx, mark, recipient, positions, upTo)
 		if err != nil {
 			return err
 		}
@@ -236,7 +236,7 @@ func (s *Store) Mark(ctx context.Context, recipient string, action Action, sel S
 
 func (s *Store) epoch(ctx context.Context) (string, error) {
 	var epoch string
-	if err := s.pool.QueryRow(ctx, `SELECT epoch FROM tocsin.feed_state`).Scan(&epoch); err != nil {
+	if err := s.pool.QueryRow(ctx, feedEpochSQL).Scan(&epoch); err != nil {
 		return "", fmt.Errorf("reading the feed epoch: %w", err)
 	}
 	return epoch, nil

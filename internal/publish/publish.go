@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tocsin/tocsin/internal/outbox"
+	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 // Errors.
@@ -60,6 +62,15 @@ type Result struct {
 	// Recipients are the distinct recipients the message was written for.
 	Recipients []string `json:"recipients"`
 }
+
+var (
+	//go:embed queries.sql
+	queriesSQL              string
+	queries                 = sqlfile.Parse("publish/queries.sql", queriesSQL)
+	idempotencyKeyClaimSQL  = queries.Get("idempotency_key_claim")
+	idempotencyKeyReadSQL   = queries.Get("idempotency_key_read")
+	idempotencyKeyAnswerSQL = queries.Get("idempotency_key_answer")
+)
 
 // Config configures a Publisher.
 type Config struct {
@@ -172,8 +183,7 @@ func (p *Publisher) Publish(ctx context.Context, sender string, privileged bool,
 		wrote = true
 		if idempotencyKey != "" {
 			body, _ := json.Marshal(res)
-			if _, err := tx.Exec(ctx, `UPDATE tocsin.idempotency_key SET response = $3
-				WHERE sender = $1 AND key = $2`, sender, idempotencyKey, body); err != nil {
+			if _, err := tx.Exec(ctx, idempotencyKeyAnswerSQL, sender, idempotencyKey, body); err != nil {
 				return fmt.Errorf("recording the idempotency key: %w", err)
 			}
 		}
@@ -191,8 +201,7 @@ func (p *Publisher) Publish(ctx context.Context, sender string, privileged bool,
 // replay claims the idempotency key, or, when it was used, loads its answer into res.
 func replay(ctx context.Context, tx pgx.Tx, sender, key string, hash []byte, res *Result) (bool, error) {
 	// A concurrent first use holds the row: this waits for it to commit or roll back.
-	tag, err := tx.Exec(ctx, `INSERT INTO tocsin.idempotency_key (sender, key, request_hash, response)
-		VALUES ($1, $2, $3, '{}') ON CONFLICT DO NOTHING`, sender, key, hash)
+	tag, err := tx.Exec(ctx, idempotencyKeyClaimSQL, sender, key, hash)
 	if err != nil {
 		return false, fmt.Errorf("claiming the idempotency key: %w", err)
 	}
@@ -203,8 +212,7 @@ func replay(ctx context.Context, tx pgx.Tx, sender, key string, hash []byte, res
 		stored []byte
 		body   []byte
 	)
-	if err := tx.QueryRow(ctx, `SELECT request_hash, response FROM tocsin.idempotency_key
-		WHERE sender = $1 AND key = $2`, sender, key).Scan(&stored, &body); err != nil {
+	if err := tx.QueryRow(ctx, idempotencyKeyReadSQL, sender, key).Scan(&stored, &body); err != nil {
 		return false, fmt.Errorf("reading the idempotency key: %w", err)
 	}
 	if string(stored) != string(hash) {

@@ -11,11 +11,22 @@ package retention
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL             string
+	queries                = sqlfile.Parse("retention/queries.sql", queriesSQL)
+	feedPruneSQL           = queries.Get("feed_prune")
+	idempotencyKeyPruneSQL = queries.Get("idempotency_key_prune")
 )
 
 // Config says how long entries stay in the feed.
@@ -93,25 +104,7 @@ func (w *PruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
 func Prune(ctx context.Context, pool *pgxpool.Pool, cfg Config, now time.Time) (int, error) {
 	cfg.withDefaults() // a zero BatchLimit would prune nothing
 	var n int
-	err := pool.QueryRow(ctx, `
-		WITH doomed AS (
-			SELECT position FROM tocsin.feed
-			WHERE sequenced_at < $1::timestamptz - least($2::interval, $3::interval)
-			  AND sequenced_at < $1::timestamptz - CASE WHEN kind = 'change' THEN $2::interval ELSE $3::interval END
-			ORDER BY position
-			LIMIT $4
-		), deleted AS (
-			DELETE FROM tocsin.feed f USING doomed d WHERE f.position = d.position
-			RETURNING f.recipient, f.position
-		), inbox AS (
-			DELETE FROM tocsin.inbox i USING deleted d WHERE i.position = d.position
-		), horizon AS (
-			INSERT INTO tocsin.feed_horizon AS h (recipient, pruned_through)
-			SELECT recipient, max(position) FROM deleted GROUP BY recipient
-			ON CONFLICT (recipient) DO UPDATE
-			SET pruned_through = greatest(h.pruned_through, excluded.pruned_through)
-		)
-		SELECT count(*) FROM deleted`, now, cfg.ChangeTTL, cfg.InboxTTL, cfg.BatchLimit).Scan(&n)
+	err := pool.QueryRow(ctx, feedPruneSQL, now, cfg.ChangeTTL, cfg.InboxTTL, cfg.BatchLimit).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("pruning the feed: %w", err)
 	}
@@ -120,7 +113,7 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, cfg Config, now time.Time) (
 
 // PruneIdempotencyKeys deletes the publish idempotency keys older than ttl.
 func PruneIdempotencyKeys(ctx context.Context, pool *pgxpool.Pool, ttl time.Duration, now time.Time) error {
-	if _, err := pool.Exec(ctx, `DELETE FROM tocsin.idempotency_key WHERE created_at < $1::timestamptz - $2::interval`,
+	if _, err := pool.Exec(ctx, idempotencyKeyPruneSQL,
 		now, ttl); err != nil {
 		return fmt.Errorf("pruning idempotency keys: %w", err)
 	}

@@ -10,6 +10,11 @@ import (
 	"github.com/tocsin/tocsin/internal/sqlfile"
 
 	// Every package with runtime SQL, so that its file is registered.
+	_ "github.com/tocsin/tocsin/internal/feed"
+	_ "github.com/tocsin/tocsin/internal/grouping"
+	_ "github.com/tocsin/tocsin/internal/inbox"
+	_ "github.com/tocsin/tocsin/internal/publish"
+	_ "github.com/tocsin/tocsin/internal/retention"
 	_ "github.com/tocsin/tocsin/internal/sequencer"
 	_ "github.com/tocsin/tocsin/internal/settings"
 	_ "github.com/tocsin/tocsin/internal/ticket"
