@@ -15,8 +15,10 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // TestRunCapture checks the harness, not the timing: every mode runs and commits, each
 // route writes exactly one outbox row per insert, and the capture switch really stops it.
+//
+// Not parallel: it checks that no scratch database is left in the shared cluster, which
+// the package's other benchmarks create while they run.
 func TestRunCapture(t *testing.T) {
-	t.Parallel()
 	db := pgtest.New(t)
 	var out bytes.Buffer
 	res, err := RunCapture(context.Background(), CaptureConfig{
