@@ -57,14 +57,51 @@ function render(): void {
 }
 
 // refetch reloads what the page shows: at start, after a 410, and when the portfolio or
-// the user's privileges change.
-async function refetch(): Promise<void> {
-  const [page, counts] = await Promise.all([client.inbox.list({ state: "all", limit: 50 }), client.inbox.counts()]);
-  rows = page.entries.map((e) => ({ id: e.id, kind: e.kind, text: describe(e), unread: e.read_at === null }));
-  for (const r of rows) known.add(r.id);
+// the user's privileges change. Events delivered while it runs are newer than what it may
+// have read: it reads again until none arrived meanwhile (an event, once delivered, is in
+// the inbox and its counts), then keeps the events the list does not show.
+let during: Event[] | undefined;
+let running: Promise<void> | undefined;
+let again = false;
+function refetch(): Promise<void> {
+  if (running) {
+    again = true; // one more round once the current one ends
+    return running;
+  }
+  running = (async () => {
+    try {
+      do {
+        again = false;
+        await refetchOnce();
+      } while (again);
+    } finally {
+      running = undefined;
+      during = undefined;
+    }
+  })();
+  return running;
+}
+
+async function refetchOnce(): Promise<void> {
+  during = [];
+  let page, counts;
+  for (let tries = 0; ; tries++) {
+    const mark = during.length;
+    [page, counts] = await Promise.all([client.inbox.list({ state: "all", limit: 50 }), client.inbox.counts()]);
+    if (during.length === mark || tries === 5) break;
+  }
+  const listed = page.entries.map((e) => ({ id: e.id, kind: e.kind, text: describe(e), unread: e.read_at === null }));
+  for (const r of listed) known.add(r.id);
+  const ids = new Set(listed.map((r) => r.id));
+  rows = fold(listed, during.filter((e) => !ids.has(e.id)), toRow);
+  during = undefined;
   counter.set(counts);
   refetches.textContent = String(Number(refetches.textContent ?? "0") + 1);
   render();
+}
+
+function toRow(e: Event): Row {
+  return { id: e.id, kind: e.kind, text: describe(e), unread: e.kind !== "change" && e.kind !== "inbox" };
 }
 
 const sub = client.subscribe({
@@ -78,6 +115,7 @@ const sub = client.subscribe({
   onEvents: (events) => {
     const fresh = events.filter((e) => !known.has(e.id));
     for (const e of fresh) known.add(e.id);
+    during?.push(...fresh);
     counter.apply(fresh);
     for (const e of fresh) {
       if (e.kind === "inbox" && e.data.action === "read") {
@@ -85,7 +123,7 @@ const sub = client.subscribe({
         rows = rows.map((r) => (ids.has(r.id) || e.data.up_to !== undefined ? { ...r, unread: false } : r));
       }
     }
-    rows = fold(rows, fresh, (e) => ({ id: e.id, kind: e.kind, text: describe(e), unread: e.kind !== "change" }));
+    rows = fold(rows, fresh, toRow);
     render();
     if (fresh.some((e) => e.topic === "portfolio" || e.topic === "privileges")) void refetch();
   },

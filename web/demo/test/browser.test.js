@@ -162,6 +162,9 @@ scenario("4. two tabs hold one stream; closing the leader hands over without los
   const later = await comment(1, "after-handover");
   await until(() => showsAll(b, [...both, ...handover, ...later]), "B has everything once");
   assert.equal(await streamsOpen(), 1);
+  const newest = (await shown(b))[0].id;
+  await until(async () => (await b.evaluate(() => localStorage.getItem("tocsin:demo:alice"))) === newest,
+    "the shared cursor persisted in localStorage");
 });
 
 scenario("5. idle or hidden: the server sees the stream close; activity or showing the page brings the missed events", async ({ open }) => {
