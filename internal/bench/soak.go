@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tocsin/tocsin/internal/auth"
 )
@@ -46,6 +47,8 @@ const (
 	soakShortPollInterval = 5 * time.Second
 	// soakLongPollWait is a long poll's wait.
 	soakLongPollWait = 30
+	// soakWriters is how many connections publish the events.
+	soakWriters = 8
 )
 
 // SoakConfig configures RunSoak.
@@ -74,6 +77,7 @@ type SoakSample struct {
 	RSS        int64
 	Goroutines float64
 	OpenFiles  int
+	Sent       int64
 	Received   int64
 }
 
@@ -134,6 +138,11 @@ func RunSoak(ctx context.Context, cfg SoakConfig, out io.Writer) (SoakResult, er
 		return res, err
 	}
 	defer sc.close()
+	publishers, err := sc.pool(ctx, soakWriters, nil)
+	if err != nil {
+		return res, err
+	}
+	defer publishers.Close()
 	base, pid, stop, err := startServe(ctx, cfg.Binary, sc, "--max-connections", strconv.Itoa(cfg.Clients+1000),
 		"--long-poll-max", strconv.Itoa(soakLongPollWait)+"s")
 	if err != nil {
@@ -192,19 +201,19 @@ func RunSoak(ctx context.Context, cfg SoakConfig, out io.Writer) (SoakResult, er
 	fmt.Fprintf(out, "soak — %d clients (SSE, long poll, short poll in thirds), %d events/s for %s, "+
 		"a reconnect wave of %.0f%% every %s; %d cores, %s\n",
 		cfg.Clients, cfg.Rate, cfg.Duration, 100*soakReconnectShare, cfg.ReconnectInterval, runtime.NumCPU(), runtime.Version())
-	fmt.Fprintf(out, "%8s %10s %11s %11s %10s\n", "minute", "RSS MiB", "goroutines", "open files", "received")
+	fmt.Fprintf(out, "%8s %10s %11s %11s %10s %10s\n", "minute", "RSS MiB", "goroutines", "open files", "sent", "received")
 
 	start := time.Now()
 	var sent atomic.Int64
 	writerDone := make(chan error, 1)
-	go func() { writerDone <- publishSteadily(ctx, sc.ctl, cfg, &sent) }()
+	go func() { writerDone <- publishSteadily(ctx, publishers, cfg, &sent) }()
 
 	sample := func() {
 		_, gor := scrapeGo(base)
 		s := SoakSample{At: time.Since(start).Round(time.Second), RSS: rss(pid), Goroutines: gor,
-			OpenFiles: openFiles(pid), Received: received.Load()}
+			OpenFiles: openFiles(pid), Sent: sent.Load(), Received: received.Load()}
 		res.Samples = append(res.Samples, s)
-		fmt.Fprintf(out, "%8.1f %10.1f %11.0f %11d %10d\n", s.At.Minutes(), mib(s.RSS), s.Goroutines, s.OpenFiles, s.Received)
+		fmt.Fprintf(out, "%8.1f %10.1f %11.0f %11d %10d %10d\n", s.At.Minutes(), mib(s.RSS), s.Goroutines, s.OpenFiles, s.Sent, s.Received)
 	}
 	sample()
 	report := time.NewTicker(cfg.ReportInterval)
@@ -276,31 +285,38 @@ publishing:
 
 // publishSteadily publishes cfg.Rate events per second for cfg.Duration, to recipients in
 // turn, each carrying its recipient's own sequence number n; sent counts committed ones.
-// When a publish is slow, the next ones catch up, so the rate holds on average.
+// soakWriters connections publish side by side, so that the rate holds even when each
+// durable commit waits for a disk flush; a slow publish is caught up by the next ones.
 func publishSteadily(ctx context.Context, pool *pgxpool.Pool, cfg SoakConfig, sent *atomic.Int64) error {
-	next := make([]int64, cfg.Clients)
-	ticker := time.NewTicker(10 * time.Millisecond)
-	defer ticker.Stop()
-	start := time.Now()
 	total := int64(cfg.Duration.Seconds() * float64(cfg.Rate))
-	for i := int64(0); i < total; {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ticker.C:
-		}
-		due := min(total, int64(time.Since(start).Seconds()*float64(cfg.Rate)))
-		for ; i < due; i++ {
-			r := int(i % int64(cfg.Clients))
-			if _, err := pool.Exec(ctx, `SELECT tocsin.publish($1, 'soak', jsonb_build_object('n', $2::bigint))`,
-				recipient(r), next[r]); err != nil {
-				return err
+	start := time.Now()
+	var claimed atomic.Int64
+	g, ctx := errgroup.WithContext(ctx)
+	for range soakWriters {
+		g.Go(func() error {
+			for {
+				i := claimed.Add(1) - 1
+				if i >= total {
+					return nil
+				}
+				if wait := time.Until(start.Add(time.Duration(float64(i) / float64(cfg.Rate) * float64(time.Second)))); wait > 0 {
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(wait):
+					}
+				}
+				// Event i goes to recipient i mod Clients as its (i div Clients)-th event.
+				r, n := i%int64(cfg.Clients), i/int64(cfg.Clients)
+				if _, err := pool.Exec(ctx, `SELECT tocsin.publish($1, 'soak', jsonb_build_object('n', $2::bigint))`,
+					recipient(int(r)), n); err != nil {
+					return err
+				}
+				sent.Add(1)
 			}
-			next[r]++
-			sent.Add(1)
-		}
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // follow reads c's feed over its transport until ctx ends, reconnecting from its cursor
