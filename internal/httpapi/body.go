@@ -22,19 +22,23 @@ const DefaultBodyReadTimeout = 10 * time.Second
 // bodyReadKey marks a request whose body limitBody read to its end.
 const bodyReadKey = "tocsin.body_read"
 
-// guardConnection runs first on every request. It bounds how long the request's body may
+// guardConnection runs first on every request. It bounds how long a request's body may
 // take to arrive (Config.BodyReadTimeout): a client that announces a body and never sends
 // it, authenticated or not, is cut off instead of holding a connection and a goroutine.
-// Streams and long polls lift the deadline once admitted (liftReadDeadline), since the
-// server's read of a held connection is how it notices the client leave. It also sets
-// X-Content-Type-Options: nosniff on every response, and Connection: close while draining.
+// The deadline is set only on requests that announce a body and lifted once limitBody has
+// read it: while a handler runs, net/http's read of the connection is how it notices the
+// client leave, and a deadline there would cancel slow but legitimate requests. It also
+// sets X-Content-Type-Options: nosniff on every response, and Connection: close while
+// draining.
 func (s *Server) guardConnection(c *gin.Context) {
 	c.Header("X-Content-Type-Options", "nosniff")
 	if s.draining() {
 		c.Header("Connection", "close") // see Shutdown: close after this answer, never under a request
 	}
-	if err := http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout)); err != nil {
-		s.logger.DebugContext(c.Request.Context(), "cannot set a read deadline", slog.Any("error", err))
+	if c.Request.ContentLength != 0 && c.Request.Body != nil && c.Request.Body != http.NoBody {
+		if err := http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout)); err != nil {
+			s.logger.DebugContext(c.Request.Context(), "cannot set a read deadline", slog.Any("error", err))
+		}
 	}
 	c.Next()
 }
@@ -83,6 +87,9 @@ func (s *Server) limitBody(c *gin.Context) {
 		return
 	}
 	c.Set(bodyReadKey, true)
+	if err := http.NewResponseController(c.Writer).SetReadDeadline(time.Time{}); err != nil {
+		s.logger.DebugContext(c.Request.Context(), "cannot lift the read deadline", slog.Any("error", err))
+	}
 	if len(body) > 0 {
 		if err := CheckJSONBody(body); err != nil {
 			s.writeProblem(c, &requestError{err})

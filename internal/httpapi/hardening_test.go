@@ -88,6 +88,16 @@ func TestLongPollOutlivesBodyDeadline(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.StatusCode, "body: %s", r.body)
 }
 
+// A request without a body has no read deadline: a slow answer (a busy database) is not
+// cancelled by it.
+func TestSlowRequestWithoutBodyIsNotCut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{httpServer: true, feed: &fakeFeed{delay: 600 * time.Millisecond},
+		cfg: Config{BodyReadTimeout: 100 * time.Millisecond}})
+	r := b.get(t, "/v1/feed", b.token)
+	require.Equal(t, http.StatusOK, r.StatusCode, "body: %s", r.body)
+}
+
 // Every response says X-Content-Type-Options: nosniff.
 func TestNosniffEverywhere(t *testing.T) {
 	t.Parallel()

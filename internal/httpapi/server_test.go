@@ -44,6 +44,7 @@ type fakeFeed struct {
 	err    error
 	block  bool
 	panics bool
+	delay  time.Duration // every poll takes this long (unless ctx ends first)
 
 	polling chan struct{} // receives once per call, when Poll starts (buffered)
 
@@ -69,6 +70,13 @@ func (f *fakeFeed) Poll(ctx context.Context, recipient, after string, limit int,
 	f.polling <- struct{}{}
 	if f.panics {
 		panic("feed exploded")
+	}
+	if f.delay > 0 {
+		select {
+		case <-time.After(f.delay):
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		}
 	}
 	if f.block && wait > 0 {
 		timer := time.NewTimer(wait)
