@@ -164,7 +164,7 @@ func (a *applier) routeChanged(ctx context.Context, ch *routes.Change) error {
 		} else {
 			raw := []byte(spec.Text)
 			if !ok { // an unchanged TOASTed spec: read it
-				if err := a.c.pool.QueryRow(ctx, `SELECT spec FROM tocsin.route WHERE name = $1`, name).Scan(&raw); err != nil {
+				if err := a.c.pool.QueryRow(ctx, routeSpecSQL, name).Scan(&raw); err != nil {
 					return fmt.Errorf("reading route %q: %w", name, err)
 				}
 			}
@@ -226,9 +226,7 @@ func (a *applier) commit(ctx context.Context) error {
 		return err
 	}
 	if a.lastLSN > a.applied {
-		if _, err := a.tx.Exec(ctx, `
-			INSERT INTO tocsin.replication_state (slot_name, applied_lsn) VALUES ($1, $2::text::pg_lsn)
-			ON CONFLICT (slot_name) DO UPDATE SET applied_lsn = excluded.applied_lsn, updated_at = now()`,
+		if _, err := a.tx.Exec(ctx, replicationStateAppliedSQL,
 			a.slot, a.lastLSN.String()); err != nil {
 			return fmt.Errorf("recording the applied LSN: %w", err)
 		}

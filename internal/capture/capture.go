@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	_ "embed"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,6 +13,23 @@ import (
 
 	"github.com/tocsin/tocsin/internal/leader"
 	"github.com/tocsin/tocsin/internal/routes"
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL                      string
+	queries                         = sqlfile.Parse("capture/queries.sql", queriesSQL)
+	replicationStateAppliedSQL      = queries.Get("replication_state_applied")
+	replicationStateReadSQL         = queries.Get("replication_state_read")
+	replicationStateResetPendingSQL = queries.Get("replication_state_reset_pending")
+	replicationStateResetDoneSQL    = queries.Get("replication_state_reset_done")
+	feedEpochSetSQL                 = queries.Get("feed_epoch_set")
+	replicationSlotHealthSQL        = queries.Get("replication_slot_health")
+	replicationStreamStartSQL       = queries.Get("replication_stream_start")
+	routeReplicationSpecsSQL        = queries.Get("route_replication_specs")
+	routeSpecSQL                    = queries.Get("route_spec")
+	pgTypeDescribeSQL               = queries.Get("pg_type_describe")
 )
 
 // Config configures a Consumer. Zero values take the defaults below.

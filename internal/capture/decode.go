@@ -74,9 +74,7 @@ func (c *typeCache) resolve(ctx context.Context, q rowQuerier, oid uint32) (*pgT
 		delim             string
 		name              string
 	)
-	err := q.QueryRow(ctx, `
-		SELECT typtype::text, typbasetype, typelem, typcategory::text, typdelim::text, format_type(oid, NULL)
-		FROM pg_type WHERE oid = $1`, oid).Scan(&typtype, &base, &elem, &category, &delim, &name)
+	err := q.QueryRow(ctx, pgTypeDescribeSQL, oid).Scan(&typtype, &base, &elem, &category, &delim, &name)
 	if errors.Is(err, pgx.ErrNoRows) {
 		t := &pgType{kind: kindString, name: "text"}
 		c.types[oid] = t

@@ -72,12 +72,7 @@ func (c *Consumer) readSlot(ctx context.Context) (slotState, error) {
 	if s.routed, err = routes.HasReplicationRoutes(ctx, c.pool); err != nil {
 		return s, err
 	}
-	err = c.pool.QueryRow(ctx, `
-		SELECT s.slot_name IS NOT NULL, s.wal_status,
-		       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,
-		       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
-		FROM (SELECT 1) AS one
-		LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, slot).
+	err = c.pool.QueryRow(ctx, replicationSlotHealthSQL, slot).
 		Scan(&s.exists, &walStatus, &retained, &lag)
 	if err != nil {
 		return s, fmt.Errorf("reading replication slot %q: %w", slot, err)
@@ -157,7 +152,7 @@ func (c *Consumer) ensureSlot(ctx context.Context, conn *pgx.Conn) (string, erro
 		return "", err
 	}
 	var recorded, pending bool
-	err = conn.QueryRow(ctx, `SELECT true, reset_pending FROM tocsin.replication_state WHERE slot_name = $1`, s.slot).Scan(&recorded, &pending)
+	err = conn.QueryRow(ctx, replicationStateReadSQL, s.slot).Scan(&recorded, &pending)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("reading the state of slot %q: %w", s.slot, err)
 	}
@@ -176,9 +171,7 @@ func (c *Consumer) ensureSlot(ctx context.Context, conn *pgx.Conn) (string, erro
 	c.log.Error("REPLICATION SLOT LOST: changes were missed; recreating the slot and resetting the feed epoch "+
 		"so that every client gets 410 cursor-expired and refetches", slog.String("slot", s.slot),
 		slog.Bool("slot_exists", s.exists), slog.String("wal_status", s.walStatus))
-	if _, err := conn.Exec(ctx, `
-		INSERT INTO tocsin.replication_state (slot_name, reset_pending) VALUES ($1, true)
-		ON CONFLICT (slot_name) DO UPDATE SET reset_pending = true, updated_at = now()`, s.slot); err != nil {
+	if _, err := conn.Exec(ctx, replicationStateResetPendingSQL, s.slot); err != nil {
 		return "", fmt.Errorf("recording the reset of slot %q: %w", s.slot, err)
 	}
 	if !healthy {
@@ -193,10 +186,10 @@ func (c *Consumer) ensureSlot(ctx context.Context, conn *pgx.Conn) (string, erro
 	}
 	epoch := newEpoch()
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE tocsin.feed_state SET epoch = $1, updated_at = now()`, epoch); err != nil {
+		if _, err := tx.Exec(ctx, feedEpochSetSQL, epoch); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE tocsin.replication_state SET reset_pending = false, updated_at = now() WHERE slot_name = $1`, s.slot)
+		_, err := tx.Exec(ctx, replicationStateResetDoneSQL, s.slot)
 		return err
 	})
 	if err != nil {

@@ -40,10 +40,7 @@ type progress struct {
 func (c *Consumer) stream(ctx context.Context, conn *pgx.Conn, slot string) error {
 	var applied, confirmed pglogrepl.LSN
 	var enabled bool
-	err := conn.QueryRow(ctx, `
-		SELECT coalesce((SELECT applied_lsn::text FROM tocsin.replication_state WHERE slot_name = $1), '0/0'),
-		       coalesce((SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'),
-		       tocsin.capture_enabled()`, slot).Scan(&applied, &confirmed, &enabled)
+	err := conn.QueryRow(ctx, replicationStreamStartSQL, slot).Scan(&applied, &confirmed, &enabled)
 	if err != nil {
 		return fmt.Errorf("reading the state of slot %q: %w", slot, err)
 	}
@@ -87,7 +84,7 @@ func (c *Consumer) stream(ctx context.Context, conn *pgx.Conn, slot string) erro
 
 // loadRouter reads the installed replication routes.
 func loadRouter(ctx context.Context, conn *pgx.Conn) (*routes.Router, error) {
-	rows, err := conn.Query(ctx, `SELECT spec FROM tocsin.route WHERE capture = 'replication'`)
+	rows, err := conn.Query(ctx, routeReplicationSpecsSQL)
 	if err != nil {
 		return nil, fmt.Errorf("reading replication routes: %w", err)
 	}

@@ -9,16 +9,26 @@ package doorbell
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 // Channel is the NOTIFY channel the sequencer rings (see tocsin.sequence_batch).
 const Channel = "tocsin_doorbell"
+
+var (
+	//go:embed queries.sql
+	queriesSQL        string
+	queries           = sqlfile.Parse("doorbell/queries.sql", queriesSQL)
+	doorbellListenSQL = queries.Get("doorbell_listen")
+)
 
 // Config configures a Listener.
 type Config struct {
@@ -77,7 +87,7 @@ func (l *Listener) listen(ctx context.Context, first bool) error {
 		return fmt.Errorf("connecting to listen: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+	if _, err := conn.Exec(ctx, doorbellListenSQL); err != nil {
 		return fmt.Errorf("listening on %s: %w", Channel, err)
 	}
 	// Whatever rang while we were away is found by looking the head up.

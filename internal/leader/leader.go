@@ -2,12 +2,22 @@ package leader
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL       string
+	queries          = sqlfile.Parse("leader/queries.sql", queriesSQL)
+	leaderTryLockSQL = queries.Get("leader_try_lock")
 )
 
 // Config configures an Elector. Zero durations take the defaults below.
@@ -99,7 +109,7 @@ func (e *Elector) Lead(ctx context.Context, lead LeadFunc) error {
 		case <-t.C:
 		}
 		var won bool
-		if err := raw.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, e.cfg.Key).Scan(&won); err != nil {
+		if err := raw.QueryRow(ctx, leaderTryLockSQL, e.cfg.Key).Scan(&won); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

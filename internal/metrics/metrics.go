@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"context"
+	_ "embed"
 	"net/http"
 	"regexp"
 	"sort"
@@ -17,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tocsin/tocsin/internal/feed"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 // Metrics is one node's set of metrics, on a registry of its own.
@@ -89,6 +92,13 @@ func (m *Metrics) Gauge(name, help string, value func() float64) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, value))
 }
 
+var (
+	//go:embed queries.sql
+	queriesSQL       string
+	queries          = sqlfile.Parse("metrics/queries.sql", queriesSQL)
+	outboxBacklogSQL = queries.Get("outbox_backlog")
+)
+
 // OutboxBacklog registers tocsin_outbox_backlog and tocsin_outbox_oldest_age_seconds (the
 // commit→sequenced lag of the oldest waiting row), read at scrape time with one query
 // bounded by a timeout; -1 when the database does not answer.
@@ -110,8 +120,7 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	n, age := -1.0, -1.0
-	_ = c.pool.QueryRow(ctx, `SELECT count(*)::float8, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-		FROM tocsin.outbox`).Scan(&n, &age)
+	_ = c.pool.QueryRow(ctx, outboxBacklogSQL).Scan(&n, &age)
 	ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, n)
 	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age)
 }

@@ -7,6 +7,7 @@ package migrate
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,22 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/tocsin/tocsin/migrations"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL                   string
+	queries                      = sqlfile.Parse("migrate/queries.sql", queriesSQL)
+	migrateLockSQL               = queries.Get("migrate_lock")
+	migrateUnlockSQL             = queries.Get("migrate_unlock")
+	schemaMigrationCreateSQL     = queries.Get("schema_migration_create")
+	schemaMigrationAppliedSQL    = queries.Get("schema_migration_applied")
+	schemaMigrationRecordSQL     = queries.Get("schema_migration_record")
+	schemaMigrationRecordOnceSQL = queries.Get("schema_migration_record_once")
+	schemaMigrationCountSQL      = queries.Get("schema_migration_count")
+	schemaMigrationExistsSQL     = queries.Get("schema_migration_exists")
 )
 
 // Schema is the schema that holds Tocsin's tables and River's.
@@ -63,16 +80,13 @@ func Up(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 		return nil, fmt.Errorf("acquiring a connection to migrate: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", lockKey); err != nil {
+	if _, err := conn.Exec(ctx, migrateLockSQL, lockKey); err != nil {
 		return nil, fmt.Errorf("taking the migration lock: %w", err)
 	}
-	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockKey) }()
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), migrateUnlockSQL, lockKey) }()
 
 	// 0001 creates the schema and the ledger; it is idempotent on its own.
-	if _, err := conn.Exec(ctx, all[0].sql+`
-		CREATE TABLE IF NOT EXISTS tocsin.schema_migration (
-			version    text PRIMARY KEY,
-			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	if _, err := conn.Exec(ctx, all[0].sql+"\n"+schemaMigrationCreateSQL); err != nil {
 		return nil, fmt.Errorf("applying %s: %w", all[0].version, err)
 	}
 	var applied []string
@@ -97,13 +111,13 @@ func Up(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 	for _, m := range all[1:] {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			var done bool
-			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tocsin.schema_migration WHERE version = $1)", m.version).Scan(&done); err != nil || done {
+			if err := tx.QueryRow(ctx, schemaMigrationAppliedSQL, m.version).Scan(&done); err != nil || done {
 				return err
 			}
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "INSERT INTO tocsin.schema_migration (version) VALUES ($1)", m.version)
+			_, err := tx.Exec(ctx, schemaMigrationRecordSQL, m.version)
 			if err == nil {
 				applied = append(applied, m.version)
 			}
@@ -117,7 +131,7 @@ func Up(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 }
 
 func record(ctx context.Context, conn *pgx.Conn, version string) (bool, error) {
-	tag, err := conn.Exec(ctx, "INSERT INTO tocsin.schema_migration (version) VALUES ($1) ON CONFLICT DO NOTHING", version)
+	tag, err := conn.Exec(ctx, schemaMigrationRecordOnceSQL, version)
 	if err != nil {
 		return false, fmt.Errorf("recording migration %s: %w", version, err)
 	}
@@ -131,10 +145,10 @@ func Check(ctx context.Context, pool *pgxpool.Pool) error {
 		return err
 	}
 	var n int
-	err = pool.QueryRow(ctx, `SELECT count(*) FROM tocsin.schema_migration`).Scan(&n)
+	err = pool.QueryRow(ctx, schemaMigrationCountSQL).Scan(&n)
 	if err != nil {
 		var exists bool
-		if qerr := pool.QueryRow(ctx, `SELECT to_regclass('tocsin.schema_migration') IS NOT NULL`).Scan(&exists); qerr == nil && !exists {
+		if qerr := pool.QueryRow(ctx, schemaMigrationExistsSQL).Scan(&exists); qerr == nil && !exists {
 			return ErrNotCurrent
 		}
 		return fmt.Errorf("reading applied migrations: %w", err)

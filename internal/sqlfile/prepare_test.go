@@ -10,9 +10,14 @@ import (
 	"github.com/tocsin/tocsin/internal/sqlfile"
 
 	// Every package with runtime SQL, so that its file is registered.
+	_ "github.com/tocsin/tocsin/internal/capture"
+	_ "github.com/tocsin/tocsin/internal/doorbell"
 	_ "github.com/tocsin/tocsin/internal/feed"
 	_ "github.com/tocsin/tocsin/internal/grouping"
 	_ "github.com/tocsin/tocsin/internal/inbox"
+	_ "github.com/tocsin/tocsin/internal/leader"
+	_ "github.com/tocsin/tocsin/internal/metrics"
+	_ "github.com/tocsin/tocsin/internal/migrate"
 	_ "github.com/tocsin/tocsin/internal/publish"
 	_ "github.com/tocsin/tocsin/internal/retention"
 	_ "github.com/tocsin/tocsin/internal/sequencer"
