@@ -74,22 +74,8 @@ CREATE TABLE tocsin.route (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The transactional outbox for applications: call inside your own transaction; the message
--- becomes visible to its recipients when (and only if) that transaction commits.
--- The column list is outbox.Columns (internal/outbox), as every writer of the outbox spells it.
-CREATE FUNCTION tocsin.publish(recipients text[], topic text, data jsonb) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
-    SELECT DISTINCT r, NULL::text, publish.topic, 'message', NULL::text, NULL::text, NULL::jsonb, publish.data,
-           NULL::jsonb, NULL::text[], NULL::text
-    FROM unnest(publish.recipients) AS r
-    WHERE r IS NOT NULL AND r <> ''
-$$;
-
-CREATE FUNCTION tocsin.publish(recipient text, topic text, data jsonb) RETURNS void
-LANGUAGE sql AS $$
-    SELECT tocsin.publish(ARRAY[publish.recipient], publish.topic, publish.data)
-$$;
+-- tocsin.publish, the transactional outbox for applications, is defined in
+-- 0030_sequence_steps_and_publish_plpgsql.sql.
 
 -- The highest position retention removed, per recipient. A cursor below it has a gap and is
 -- answered with 410 cursor-expired; a recipient that lost nothing keeps its old cursor valid.

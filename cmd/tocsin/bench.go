@@ -68,6 +68,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the run")
 		fs.IntVar(&cfg.Clients, "clients", 100, "recipients, one following client each")
 		transports := fs.String("transports", "long-poll,sse", "comma list of transports: long-poll, sse")
+		fs.DurationVar(&cfg.Rest, "rest", bench.RestDefault, "CPU at rest is measured this long, clients connected, before the run")
 		if err := fs.parse(args[1:]); err != nil {
 			return err
 		}

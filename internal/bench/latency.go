@@ -34,7 +34,13 @@ type LatencyConfig struct {
 	Transports []string
 	// Binary is the tocsin executable to run the server with (default: this executable).
 	Binary string
+	// Rest is how long CPU is measured with the clients connected and nothing published,
+	// before the run (RestDefault when zero).
+	Rest time.Duration
 }
+
+// RestDefault is LatencyConfig.Rest's default.
+const RestDefault = 10 * time.Second
 
 // LatencyResult is the commit→client latency of one transport.
 type LatencyResult struct {
@@ -44,6 +50,10 @@ type LatencyResult struct {
 	Received  int
 	P50, P99  time.Duration
 	Max       time.Duration
+	// CPU is what the tocsin process and the PostgreSQL server used while the events were
+	// published (the writers' own transactions included); AtRest, with the clients
+	// connected and nothing published.
+	CPU, AtRest CPUShare
 }
 
 // latencyClient follows one recipient's feed and reports each event's data as it arrives.
@@ -73,6 +83,9 @@ func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]Latenc
 	if len(cfg.Transports) == 0 {
 		cfg.Transports = []string{"long-poll"}
 	}
+	if cfg.Rest <= 0 {
+		cfg.Rest = RestDefault
+	}
 	srv, err := openServer(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return nil, err
@@ -98,6 +111,15 @@ func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]Latenc
 		fmt.Fprintf(out, "%-10s %8d %8d %9s %9s %9s\n", r.Transport, r.Events, r.Received,
 			r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond))
 	}
+	fmt.Fprintf(out, "CPU from /proc (PostgreSQL: the whole server, the writers' transactions included)\n")
+	for _, r := range results {
+		perEvent := ""
+		if r.CPU.Postgres >= 0 {
+			perEvent = fmt.Sprintf(" = %.0f µs per event", (r.CPU.Tocsin+r.CPU.Postgres)*1e6/float64(r.Rate))
+		}
+		fmt.Fprintf(out, "%-10s publishing: %s%s\n", r.Transport, r.CPU, perEvent)
+		fmt.Fprintf(out, "%-10s at rest:    %s (%d clients connected, %s)\n", r.Transport, r.AtRest, cfg.Clients, cfg.Rest)
+	}
 	return results, nil
 }
 
@@ -109,7 +131,7 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	defer sc.close()
 	pool := sc.writers
 	// The server under measurement is a real `tocsin serve` process, as a deployment runs it.
-	base, _, stopNode, err := startServe(ctx, cfg.Binary, sc)
+	base, pid, stopNode, err := startServe(ctx, cfg.Binary, sc)
 	if err != nil {
 		return LatencyResult{}, err
 	}
@@ -146,6 +168,10 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 		clients.Go(func() { _ = client(clientCtx, base, tok, got) })
 	}
 	time.Sleep(500 * time.Millisecond) // let the clients park
+	postgres := postmasterPID(ctx, sc.ctl)
+	rest := startCPUWatch(pid, postgres)
+	time.Sleep(cfg.Rest)
+	atRest := rest.stop()
 
 	// Writers: one event per transaction, paced evenly; a few writers so that a slow commit
 	// does not hold the schedule back.
@@ -172,6 +198,7 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 			}
 		})
 	}
+	busy := startCPUWatch(pid, postgres)
 	start := time.Now()
 	for n := range total {
 		if d := time.Until(start.Add(time.Duration(n) * interval)); d > 0 {
@@ -181,6 +208,7 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	}
 	close(jobs)
 	writers.Wait()
+	cpu := busy.stop()
 	// Wait for stragglers, then stop.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -200,7 +228,7 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	mu.Lock()
 	defer mu.Unlock()
 	slices.Sort(latency)
-	r := LatencyResult{Transport: transport, Rate: cfg.Rate, Events: total, Received: received}
+	r := LatencyResult{Transport: transport, Rate: cfg.Rate, Events: total, Received: received, CPU: cpu, AtRest: atRest}
 	if len(latency) > 0 {
 		r.P50 = latency[len(latency)*50/100]
 		r.P99 = latency[min(len(latency)-1, len(latency)*99/100)]

@@ -244,19 +244,6 @@ func rss(pid int) int64 {
 	return 0
 }
 
-// cpuTicks is a process's user+system CPU time in clock ticks (1/100 s).
-func cpuTicks(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return utime + stime
-}
-
 // scrapeGo reads the server's Go heap in use and goroutine count from /metrics.
 func scrapeGo(base string) (heap, goroutines float64) {
 	resp, err := http.Get(base + "/metrics")

@@ -21,7 +21,9 @@
 //   - The application's transactions never NOTIFY. The sequencer finds new rows by probing
 //     the outbox's primary key every PollInterval — inside PostgreSQL (tocsin.outbox_wait),
 //     so that an idle cluster costs one round trip per WaitTimeout, not one per probe. It is
-//     one probe for the whole cluster, not one per client.
+//     one probe for the whole cluster, not one per client. Each silent WaitTimeout doubles
+//     the interval up to IdlePollInterval, and the first row found restores PollInterval:
+//     a busy feed keeps its latency, an idle cluster probes an eighth as often.
 package sequencer
 
 import (
@@ -45,6 +47,10 @@ type Config struct {
 	// PollInterval is how often the leader probes the outbox for committed rows (whole
 	// milliseconds, at least 1).
 	PollInterval time.Duration
+	// IdlePollInterval is the slowest probe: each WaitTimeout that passes without a row
+	// doubles the interval, from PollInterval up to this; the first row found brings it
+	// back. A busy feed is probed every PollInterval; an idle cluster costs a fraction.
+	IdlePollInterval time.Duration
 	// WaitTimeout is the longest a single server-side wait lasts before Tocsin checks in.
 	WaitTimeout time.Duration
 	// BatchLimit is the most rows moved by one batch transaction.
@@ -83,9 +89,10 @@ type Enqueuer interface {
 
 // Defaults.
 const (
-	PollIntervalDefault = 2 * time.Millisecond
-	WaitTimeoutDefault  = time.Second
-	BatchLimitDefault   = 1000
+	PollIntervalDefault     = 2 * time.Millisecond
+	IdlePollIntervalDefault = 16 * time.Millisecond
+	WaitTimeoutDefault      = time.Second
+	BatchLimitDefault       = 1000
 	// MessageGroupWindowDefault and MessageGroupMaxDefault apply to grouped messages.
 	MessageGroupWindowDefault = 30 * time.Second
 	MessageGroupMaxDefault    = 50
@@ -120,6 +127,10 @@ func (c *Config) withDefaults() {
 		c.PollInterval = PollIntervalDefault
 	}
 	c.PollInterval = max(c.PollInterval, time.Millisecond) // tocsin.outbox_wait counts whole milliseconds
+	if c.IdlePollInterval <= 0 {
+		c.IdlePollInterval = IdlePollIntervalDefault
+	}
+	c.IdlePollInterval = max(c.IdlePollInterval, c.PollInterval)
 	if c.WaitTimeout <= 0 {
 		c.WaitTimeout = WaitTimeoutDefault
 	}
@@ -173,7 +184,8 @@ func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
 		}
 		return err
 	}
-	timeoutMs, intervalMs := s.cfg.WaitTimeout.Milliseconds(), s.cfg.PollInterval.Milliseconds()
+	timeoutMs := s.cfg.WaitTimeout.Milliseconds()
+	interval := s.cfg.PollInterval
 	pending := true
 	for {
 		if pending {
@@ -186,16 +198,27 @@ func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
 			return nil
 		case <-s.wake:
 			pending = true
+			interval = s.cfg.PollInterval
 			continue
 		default:
 		}
-		if err := conn.QueryRow(ctx, outboxWaitSQL, timeoutMs, intervalMs).Scan(&pending); err != nil {
+		if err := conn.QueryRow(ctx, outboxWaitSQL, timeoutMs, interval.Milliseconds()).Scan(&pending); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("waiting for outbox rows: %w", err)
 		}
+		interval = nextPollInterval(interval, pending, s.cfg.PollInterval, s.cfg.IdlePollInterval)
 	}
+}
+
+// nextPollInterval is the probe interval after a wait that found rows (pending) or timed
+// out: back to the fastest on a find, doubled up to the slowest after a silent wait.
+func nextPollInterval(cur time.Duration, pending bool, fastest, slowest time.Duration) time.Duration {
+	if pending {
+		return fastest
+	}
+	return min(2*cur, slowest)
 }
 
 // drain moves batches until the outbox holds no committed row.
