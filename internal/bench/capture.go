@@ -70,6 +70,12 @@ type CaptureResult struct {
 	Ratio float64
 	// RoundTxPerSec holds each round's figure, in round order.
 	RoundTxPerSec []float64
+	// WriterCPU and ServerCPU are the medians over rounds of the CPU seconds per 1,000
+	// writes: of the writers' backends (the application's cost, the trigger included) and
+	// of the whole PostgreSQL server (the sequencer included; negative when not measured).
+	WriterCPU, ServerCPU float64
+	roundWriterCPU       []float64
+	roundServerCPU       []float64
 	// Inserts counts the rows the writers inserted over all rounds, warm-ups included.
 	Inserts int64
 	// Captured counts the capture rows written for those inserts: Tocsin outbox and feed
@@ -140,6 +146,8 @@ func RunCapture(ctx context.Context, cfg CaptureConfig, out io.Writer) ([]Captur
 			}
 			r := &results[i]
 			r.RoundTxPerSec = append(r.RoundTxPerSec, m.txPerSec)
+			r.roundWriterCPU = append(r.roundWriterCPU, m.writerCPU)
+			r.roundServerCPU = append(r.roundServerCPU, m.serverCPU)
 			r.Inserts += m.inserts
 			r.Captured += m.captured
 			r.Sequenced += m.sequenced
@@ -149,6 +157,8 @@ func RunCapture(ctx context.Context, cfg CaptureConfig, out io.Writer) ([]Captur
 	var base float64
 	for i := range results {
 		results[i].TxPerSec = median(results[i].RoundTxPerSec)
+		results[i].WriterCPU = median(results[i].roundWriterCPU)
+		results[i].ServerCPU = median(results[i].roundServerCPU)
 		if results[i].Mode == ModeNone {
 			base = results[i].TxPerSec
 		}

@@ -38,6 +38,7 @@ func TestRunCapture(t *testing.T) {
 		require.Positive(t, r.Inserts, name)
 		require.Positive(t, r.Ratio, name)
 		require.Len(t, r.RoundTxPerSec, 1, name)
+		require.Positive(t, r.WriterCPU, "%s: the writers' CPU is read from /proc", name)
 		require.Contains(t, out.String(), name)
 	}
 	require.InDelta(t, 1, byMode[ModeNone].Ratio, 1e-9)

@@ -24,7 +24,7 @@ func TestRunLatency(t *testing.T) {
 
 	var report bytes.Buffer
 	res, err := RunLatency(context.Background(), LatencyConfig{DatabaseURL: db.URL, Rate: 100, Duration: time.Second,
-		Clients: 5, Transports: []string{"long-poll", "sse"}, Binary: binary}, &report)
+		Clients: 5, Transports: []string{"long-poll", "sse"}, Binary: binary, Rest: 200 * time.Millisecond}, &report)
 	t.Log("\n" + report.String())
 	require.NoError(t, err)
 	require.Len(t, res, 2)
@@ -32,5 +32,6 @@ func TestRunLatency(t *testing.T) {
 		require.Equal(t, 100, r.Events, r.Transport)
 		require.Equal(t, r.Events, r.Received, "%s: every event reached its client", r.Transport)
 		require.Positive(t, r.P50, r.Transport)
+		require.Positive(t, r.CPU.Tocsin, "%s: the server's CPU is read from /proc", r.Transport)
 	}
 }

@@ -18,10 +18,14 @@ import (
 
 // measurement is one mode measured once.
 type measurement struct {
-	txPerSec  float64
-	inserts   int64 // rows in the mode's table afterwards, warm-up included
-	captured  int64 // outbox, feed and naive outbox rows afterwards
-	sequenced int64 // feed rows afterwards
+	txPerSec float64
+	// writerCPU and serverCPU are CPU seconds per 1,000 commits during the measured window:
+	// of the writers' own backends (where a trigger is paid), and of the whole PostgreSQL
+	// server (negative when it is not on this machine).
+	writerCPU, serverCPU float64
+	inserts              int64 // rows in the mode's table afterwards, warm-up included
+	captured             int64 // outbox, feed and naive outbox rows afterwards
+	sequenced            int64 // feed rows afterwards
 }
 
 // warmupFor is the uncounted run before a measurement of d: connections busy, plans cached,
@@ -41,14 +45,14 @@ func (s *scratch) measure(ctx context.Context, m *mode, writers int, d time.Dura
 			return res, err
 		}
 	}
-	rate, err := runWriters(ctx, s.writers, m.insertStatement(), writers, warmupFor(d), d)
+	w, err := runWriters(ctx, s.writers, m.insertStatement(), writers, warmupFor(d), d, s.postmaster)
 	if serr := stop(); err == nil {
 		err = serr
 	}
 	if err != nil {
 		return res, err
 	}
-	res.txPerSec = rate
+	res.txPerSec, res.writerCPU, res.serverCPU = w.rate, w.writerCPU, w.serverCPU
 	err = s.ctl.QueryRow(ctx, `
 		SELECT (SELECT count(*) FROM `+m.table+`),
 		       (SELECT count(*) FROM tocsin.outbox) + (SELECT count(*) FROM tocsin.feed)
@@ -104,21 +108,33 @@ func (s *scratch) startSequencer(ctx context.Context) (stop func() error, err er
 	}, nil
 }
 
+// writersRun is what runWriters measured after the warm-up.
+type writersRun struct {
+	rate                 float64 // commits per second
+	writerCPU, serverCPU float64 // CPU seconds per 1,000 commits (serverCPU < 0: not measured)
+}
+
 // runWriters runs writers loops of the prepared INSERT stmt, each on its own connection,
-// and returns the commits per second counted during d, after warmup.
-func runWriters(ctx context.Context, pool *pgxpool.Pool, stmt string, writers int, warmup, d time.Duration) (float64, error) {
+// and returns the commits per second counted during d, after warmup, with the CPU the
+// writers' backends and the PostgreSQL server (postmaster's pid; 0: not on this machine)
+// used meanwhile.
+func runWriters(ctx context.Context, pool *pgxpool.Pool, stmt string, writers int, warmup, d time.Duration, postmaster int) (writersRun, error) {
 	var (
 		commits atomic.Int64
 		stop    atomic.Bool
 		ready   sync.WaitGroup
 		start   = make(chan struct{})
-		rate    float64
+		run     = writersRun{serverCPU: -1}
+		pids    = make([]int, writers)
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	ready.Add(writers)
 	for i := range writers {
 		g.Go(func() error {
 			conn, err := pool.Acquire(gctx)
+			if err == nil {
+				pids[i] = int(conn.Conn().PgConn().PID())
+			}
 			ready.Done()
 			if err != nil {
 				return fmt.Errorf("acquiring a writer connection: %w", err)
@@ -146,18 +162,30 @@ func runWriters(ctx context.Context, pool *pgxpool.Pool, stmt string, writers in
 		if err := sleep(gctx, warmup); err != nil {
 			return err
 		}
-		n0, t0 := commits.Load(), time.Now()
+		writerTicks := func() (n int64) {
+			for _, pid := range pids {
+				n += cpuTicks(pid)
+			}
+			return n
+		}
+		n0, t0, w0, s0 := commits.Load(), time.Now(), writerTicks(), serverTicks(postmaster)
 		if err := sleep(gctx, d); err != nil {
 			return err
 		}
-		n1, t1 := commits.Load(), time.Now()
-		rate = float64(n1-n0) / t1.Sub(t0).Seconds()
+		n1, t1, w1, s1 := commits.Load(), time.Now(), writerTicks(), serverTicks(postmaster)
+		run.rate = float64(n1-n0) / t1.Sub(t0).Seconds()
+		if n := float64(n1-n0) / 1000; n > 0 {
+			run.writerCPU = float64(w1-w0) / 100 / n
+			if postmaster != 0 {
+				run.serverCPU = float64(s1-s0) / 100 / n
+			}
+		}
 		return nil
 	})
 	if err := g.Wait(); err != nil {
-		return 0, err
+		return writersRun{}, err
 	}
-	return rate, nil
+	return run, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -86,7 +86,7 @@ func writeReport(out io.Writer, cfg CaptureConfig, f facts, results []CaptureRes
 	w.printf("              every table, the outbox and the feed truncated %sbefore each measurement\n\n", checkpoint)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\ttx/s (median)\tvs none\ttx/s per round\tcapture rows/insert\tsequenced\t")
+	fmt.Fprintln(tw, "mode\ttx/s (median)\tvs none\ttx/s per round\tcapture rows/insert\tsequenced\twriters' CPU/1k\tpostgres CPU/1k\t")
 	for _, r := range results {
 		ratio := "-"
 		if r.Ratio > 0 {
@@ -104,7 +104,12 @@ func writeReport(out io.Writer, cfg CaptureConfig, f facts, results []CaptureRes
 		if modeNamed(r.Mode).sequencer && r.Captured > 0 {
 			sequenced = fmt.Sprintf("%.1f%%", 100*float64(r.Sequenced)/float64(r.Captured))
 		}
-		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t\n", r.Mode, r.TxPerSec, ratio, strings.Join(rounds, " "), perInsert, sequenced)
+		serverCPU := "n/a"
+		if r.ServerCPU >= 0 {
+			serverCPU = fmt.Sprintf("%.0f ms", 1000*r.ServerCPU)
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t%.0f ms\t%s\t\n", r.Mode, r.TxPerSec, ratio, strings.Join(rounds, " "),
+			perInsert, sequenced, 1000*r.WriterCPU, serverCPU)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -113,7 +118,9 @@ func writeReport(out io.Writer, cfg CaptureConfig, f facts, results []CaptureRes
 	for _, r := range results {
 		w.printf("  %-18s %s\n", r.Mode, modeNamed(r.Mode).about)
 	}
-	w.printf("  (sequenced: share of the captured rows already in the feed when the measurement ended)\n\n")
+	w.printf("  (sequenced: share of the captured rows already in the feed when the measurement ended;\n")
+	w.printf("   CPU/1k: CPU time per 1,000 writes from /proc, medians over rounds — of the writers' own\n")
+	w.printf("   backends, where a trigger is paid, and of the whole PostgreSQL server)\n\n")
 	w.printf("reproduce: %s\n", command(cfg))
 	return w.err
 }

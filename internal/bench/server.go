@@ -65,6 +65,8 @@ type scratch struct {
 	writers  *pgxpool.Pool // one connection per writer, statements prepared
 	// checkpoint is false when the role may not run CHECKPOINT.
 	checkpoint bool
+	// postmaster is the server's pid when it runs on this machine (CPU from /proc), else 0.
+	postmaster int
 }
 
 // newScratch creates, migrates and fills the scratch database, and opens writers
@@ -102,6 +104,7 @@ func newScratch(ctx context.Context, adminURL string, writers int) (_ *scratch, 
 	}
 	_, err = s.ctl.Exec(ctx, "CHECKPOINT")
 	s.checkpoint = err == nil
+	s.postmaster = postmasterPID(ctx, s.ctl)
 	if s.writers, err = s.pool(ctx, writers, prepareInserts); err != nil {
 		return nil, err
 	}
