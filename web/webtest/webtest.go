@@ -15,6 +15,8 @@ package webtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -147,6 +149,14 @@ type registryError struct{ out string }
 func (e *registryError) Error() string { return "npm registry unreachable: " + e.out }
 
 func npmCI(npm, dir string) error {
+	// go test runs packages in parallel processes, and web/demo's bundle needs web/sdk's
+	// packages too: one `npm ci` per folder at a time across processes, or two of them
+	// empty each other's node_modules.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
 	if err != nil {
 		return err
@@ -398,4 +408,23 @@ func RunNode(t *testing.T, dir string, timeout time.Duration, env []string, file
 	}
 	require.NoError(t, err, "node --test:\n%s", out.String())
 	t.Logf("node --test:\n%s", out.String())
+}
+
+// lockDir takes an exclusive advisory lock (flock) that every test process agrees on for
+// dir, and returns its release.
+func lockDir(dir string) (func(), error) {
+	sum := sha256.Sum256([]byte(dir))
+	name := filepath.Join(os.TempDir(), "tocsin-npm-"+hex.EncodeToString(sum[:8])+".lock")
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the npm lock for %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s for npm ci: %w", dir, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }
