@@ -48,7 +48,7 @@ func TestNpmRegistryUnreachableSkips(t *testing.T) {
 	bin := t.TempDir()
 	for name, script := range map[string]string{
 		"node": "#!/bin/sh\nexit 0\n",
-		"npm":  "#!/bin/sh\necho 'npm error code ENOTFOUND' >&2\necho 'npm error request to https://registry.npmjs.org/eventsource failed' >&2\nexit 1\n",
+		"npm":  "#!/bin/sh\necho 'npm error code ENOTFOUND' >&2\necho 'npm error request to the registry failed, reason: getaddrinfo ENOTFOUND' >&2\nexit 1\n",
 	} {
 		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755))
 	}

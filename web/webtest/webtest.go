@@ -53,10 +53,16 @@ func inCI() bool { return os.Getenv("CI") == "true" }
 // missing skips (or, in CI, fails) the test because a tool is not installed.
 func missing(t *testing.T, what, install string) {
 	t.Helper()
+	unavailable(t, fmt.Sprintf("%s is not installed; install it with: %s", what, install))
+}
+
+// unavailable skips the test for reason, or fails it under CI=true, where every test runs.
+func unavailable(t *testing.T, reason string) {
+	t.Helper()
 	if inCI() {
-		t.Fatalf("%s is not installed (CI=true runs every test); install it with: %s", what, install)
+		t.Fatalf("%s (CI=true runs every test)", reason)
 	}
-	t.Skipf("%s is not installed; install it with: %s (CI=true makes this a failure)", what, install)
+	t.Skipf("%s (CI=true makes this a failure)", reason)
 }
 
 // Node returns the paths of node and npm.
@@ -139,7 +145,7 @@ func NpmCI(t *testing.T, dir string) {
 	}
 	var offline *registryError
 	if errors.As(err, &offline) {
-		missing(t, "the npm registry (for "+dir+")", "network access to the npm registry, then `npm ci` in "+dir)
+		unavailable(t, fmt.Sprintf("the npm registry is unreachable, so the packages of %s cannot be installed; run `npm ci` there once it is reachable", dir))
 	}
 	require.NoError(t, err)
 }
