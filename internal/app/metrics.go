@@ -41,6 +41,9 @@ func (n *Node) instrument() {
 		m.CounterFunc("tocsin_debezium_resent_total",
 			"Change events Debezium sent again after its own restart, recognised and skipped.",
 			func() float64 { return float64(d.Resent()) })
+		m.CounterFunc("tocsin_debezium_gaps_total",
+			"Kafka partitions found with records deleted before Tocsin read them; each reset the feed epoch (410 for every client).",
+			func() float64 { return float64(d.Gaps()) })
 		m.GaugeVecFunc("tocsin_debezium_partition_lag",
 			"Records of a Kafka partition not yet applied (high watermark minus the stored next offset).",
 			[]string{"topic", "partition"}, func(emit func(float64, ...string)) {

@@ -2,7 +2,6 @@ package capture
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/routes"
 )
 
@@ -184,7 +184,7 @@ func (c *Consumer) ensureSlot(ctx context.Context, conn *pgx.Conn) (string, erro
 			return "", err
 		}
 	}
-	epoch := newEpoch()
+	epoch := feed.NewEpoch()
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, feedEpochSetSQL, epoch); err != nil {
 			return err
@@ -197,15 +197,4 @@ func (c *Consumer) ensureSlot(ctx context.Context, conn *pgx.Conn) (string, erro
 	}
 	c.log.Error("replication slot recreated and feed epoch reset", slog.String("slot", s.slot), slog.String("epoch", epoch))
 	return s.slot, nil
-}
-
-// newEpoch returns a random 10-character [a-z0-9] feed epoch.
-func newEpoch() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
 }

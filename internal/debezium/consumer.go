@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/routes"
 )
 
@@ -80,6 +81,7 @@ type Consumer struct {
 
 	skipped sync.Map // reason → *atomic.Int64
 	resent  atomic.Int64
+	gaps    atomic.Int64
 
 	mu     sync.Mutex
 	lag    map[topicPartition]*lagState
@@ -134,6 +136,10 @@ func (c *Consumer) Skipped() map[string]int64 {
 
 // Resent returns how many change events were recognised as Debezium's resends and skipped.
 func (c *Consumer) Resent() int64 { return c.resent.Load() }
+
+// Gaps returns how many times a partition's stored offset was found below its log start
+// (records deleted before Tocsin read them), each of which changed the feed epoch.
+func (c *Consumer) Gaps() int64 { return c.gaps.Load() }
 
 // Lag returns the lag of each partition this member holds, as of its last fetch or its
 // last look at the end offsets (every RefreshInterval), sorted. A partition is left out
@@ -384,6 +390,9 @@ func (c *Consumer) storedOffsets(ctx context.Context, cl *kgo.Client, assigned m
 			return nil, err
 		}
 	}
+	if err := c.resetGaps(ctx, cl, stored); err != nil {
+		return nil, err
+	}
 	out := map[string]map[int32]kgo.Offset{}
 	for t, ps := range assigned {
 		out[t] = map[int32]kgo.Offset{}
@@ -403,6 +412,78 @@ func (c *Consumer) storedOffsets(ctx context.Context, cl *kgo.Client, assigned m
 	}
 	c.log.Info("debezium partitions assigned", slog.Int("partitions", n))
 	return out, nil
+}
+
+// resetGaps finds the assigned partitions whose stored next offset is below the log start
+// offset: Kafka deleted records (retention, DeleteRecords) Tocsin never read, so the feed
+// may miss events. In one transaction it changes the feed epoch (every client gets 410
+// cursor-expired and refetches) and moves those partitions' stored offsets to the log
+// start, where they resume; stored is updated to match.
+func (c *Consumer) resetGaps(ctx context.Context, cl *kgo.Client, stored map[topicPartition]int64) error {
+	var topics []string
+	for tp := range stored {
+		if !slices.Contains(topics, tp.topic) {
+			topics = append(topics, tp.topic)
+		}
+	}
+	if len(topics) == 0 {
+		return nil
+	}
+	starts, err := kadm.NewClient(cl).ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("listing start offsets: %w", err)
+	}
+	if err := starts.Error(); err != nil {
+		return fmt.Errorf("listing start offsets: %w", err)
+	}
+	type gap struct {
+		tp            topicPartition
+		stored, start int64
+	}
+	var gaps []gap
+	starts.Each(func(o kadm.ListedOffset) {
+		tp := topicPartition{o.Topic, o.Partition}
+		if next, ok := stored[tp]; ok && next < o.Offset {
+			gaps = append(gaps, gap{tp, next, o.Offset})
+		}
+	})
+	if len(gaps) == 0 {
+		return nil
+	}
+	epoch := feed.NewEpoch()
+	var moved []gap
+	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		moved = moved[:0]
+		for _, g := range gaps {
+			// Conditional: a member that applied meanwhile moved the offset itself.
+			tag, err := tx.Exec(ctx, `
+				UPDATE tocsin.debezium_offset SET next_offset = $3
+				WHERE topic = $1 AND partition = $2 AND next_offset < $3`, g.tp.topic, g.tp.partition, g.start)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 1 {
+				moved = append(moved, g)
+			}
+		}
+		if len(moved) == 0 {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `UPDATE tocsin.feed_state SET epoch = $1, updated_at = now()`, epoch)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("resetting the feed epoch after deleted Kafka records: %w", err)
+	}
+	for _, g := range moved {
+		stored[g.tp] = g.start
+		c.gaps.Add(1)
+		c.log.Error("KAFKA RECORDS DELETED BEFORE TOCSIN READ THEM (retention): events were missed; "+
+			"the feed epoch was reset so that every client gets 410 cursor-expired and refetches",
+			slog.String("topic", g.tp.topic), slog.Int("partition", int(g.tp.partition)),
+			slog.Int64("stored_offset", g.stored), slog.Int64("start_offset", g.start), slog.String("epoch", epoch))
+	}
+	return nil
 }
 
 func (c *Consumer) readOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[topicPartition]int64, error) {
