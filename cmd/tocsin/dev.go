@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -23,6 +24,15 @@ import (
 	"github.com/tocsin/tocsin/internal/demo"
 	"github.com/tocsin/tocsin/internal/migrate"
 	"github.com/tocsin/tocsin/internal/pgcluster"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL        string
+	queries           = sqlfile.Parse("cmd/tocsin/queries.sql", queriesSQL)
+	databaseExistsSQL = queries.Get("database_exists")
 )
 
 const devAbout = `Run Tocsin for trying it: a private PostgreSQL in .tocsin/pg (unless TOCSIN_DATABASE_URL
@@ -208,7 +218,7 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 	}
 	defer pool.Close()
 	var exists bool
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+	if err := pool.QueryRow(ctx, databaseExistsSQL, name).Scan(&exists); err != nil {
 		return fmt.Errorf("looking for database %q: %w", name, err)
 	}
 	if !exists {

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,16 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tocsin/tocsin/internal/auth"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL             string
+	queries                = sqlfile.Parse("bench/queries.sql", queriesSQL)
+	benchPublishLatencySQL = queries.Get("bench_publish_latency")
+	benchPublishSoakSQL    = queries.Get("bench_publish_soak")
 )
 
 // LatencyConfig configures RunLatency.
@@ -185,7 +196,7 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 		writers.Go(func() {
 			for n := range jobs {
 				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-					_, err := tx.Exec(ctx, `SELECT tocsin.publish($1, 'bench', jsonb_build_object('n', $2::bigint))`,
+					_, err := tx.Exec(ctx, benchPublishLatencySQL,
 						recipient(int(n)%cfg.Clients), n)
 					mu.Lock()
 					sentAt[n] = time.Now()

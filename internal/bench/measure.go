@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tocsin/tocsin/internal/sequencer"
+
+	"github.com/tocsin/tocsin/internal/settings"
 )
 
 // measurement is one mode measured once.
@@ -70,9 +72,8 @@ func (s *scratch) reset(ctx context.Context, capture bool) error {
 	if _, err := s.ctl.Exec(ctx, "TRUNCATE "+benchTables()+" RESTART IDENTITY"); err != nil {
 		return fmt.Errorf("truncating the bench tables: %w", err)
 	}
-	if _, err := s.ctl.Exec(ctx, `UPDATE tocsin.setting SET value = to_jsonb($1::boolean), updated_at = now()
-		WHERE key = 'capture'`, capture); err != nil {
-		return fmt.Errorf("setting capture to %t: %w", capture, err)
+	if err := settings.Set(ctx, s.ctl, settings.SwitchCapture, capture); err != nil {
+		return err
 	}
 	// VACUUM refuses to run in a transaction, so each statement goes alone.
 	if _, err := s.ctl.Exec(ctx, "VACUUM (ANALYZE) "+benchTables()); err != nil {

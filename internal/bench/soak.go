@@ -308,7 +308,7 @@ func publishSteadily(ctx context.Context, pool *pgxpool.Pool, cfg SoakConfig, se
 				}
 				// Event i goes to recipient i mod Clients as its (i div Clients)-th event.
 				r, n := i%int64(cfg.Clients), i/int64(cfg.Clients)
-				if _, err := pool.Exec(ctx, `SELECT tocsin.publish($1, 'soak', jsonb_build_object('n', $2::bigint))`,
+				if _, err := pool.Exec(ctx, benchPublishSoakSQL,
 					recipient(int(r)), n); err != nil {
 					return err
 				}

@@ -157,16 +157,9 @@ func lockPartitions(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) (map[top
 		ts[i], ps[i], os[i] = tp.topic, tp.partition, first[tp]
 	}
 	b := &pgx.Batch{}
-	b.Queue(`
-		INSERT INTO tocsin.debezium_offset (topic, partition, next_offset)
-		SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ON CONFLICT DO NOTHING`, ts, ps, os)
-	b.Queue(`SELECT tocsin.capture_enabled()`)
-	b.Queue(`
-		SELECT o.topic, o.partition, o.next_offset, o.last_commit_lsn, o.last_lsn, o.last_keys
-		FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS u(topic, partition, ord)
-		JOIN tocsin.debezium_offset o USING (topic, partition)
-		ORDER BY u.ord
-		FOR UPDATE OF o`, ts, ps)
+	b.Queue(debeziumOffsetInitSQL, ts, ps, os)
+	b.Queue(captureEnabledSQL)
+	b.Queue(debeziumOffsetLockSQL, ts, ps)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
@@ -221,13 +214,7 @@ func storePartitions(ctx context.Context, tx pgx.Tx, states map[topicPartition]*
 		b, _ := json.Marshal(k)
 		commits, lsns, keys = append(commits, commit), append(lsns, lsn), append(keys, string(b))
 	}
-	_, err := tx.Exec(ctx, `
-		UPDATE tocsin.debezium_offset o
-		SET next_offset = u.next, last_commit_lsn = u.commit_lsn, last_lsn = u.lsn, last_keys = u.keys::jsonb,
-		    updated_at = now()
-		FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
-		     AS u(topic, partition, next, commit_lsn, lsn, keys)
-		WHERE o.topic = u.topic AND o.partition = u.partition`, ts, ps, nexts, commits, lsns, keys)
+	_, err := tx.Exec(ctx, debeziumOffsetAdvanceSQL, ts, ps, nexts, commits, lsns, keys)
 	if err != nil {
 		return fmt.Errorf("storing partition offsets: %w", err)
 	}

@@ -2,6 +2,7 @@ package debezium
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,20 @@ import (
 
 	"github.com/tocsin/tocsin/internal/feed"
 	"github.com/tocsin/tocsin/internal/routes"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL               string
+	queries                  = sqlfile.Parse("debezium/queries.sql", queriesSQL)
+	debeziumOffsetAdvanceSQL = queries.Get("debezium_offset_advance")
+	routeDebeziumSpecsSQL    = queries.Get("route_debezium_specs")
+	debeziumOffsetInitSQL    = queries.Get("debezium_offset_init")
+	debeziumOffsetReadSQL    = queries.Get("debezium_offset_read")
+	captureEnabledSQL        = queries.Get("capture_enabled")
+	debeziumOffsetLockSQL    = queries.Get("debezium_offset_lock")
 )
 
 // Config configures a Consumer. Zero values take the defaults below.
@@ -206,7 +221,7 @@ func (e *configError) Error() string { return e.err.Error() }
 
 // loadRouter reads the debezium routes and the topics they need, sorted.
 func (c *Consumer) loadRouter(ctx context.Context) (*routes.Router, []string, error) {
-	rows, err := c.pool.Query(ctx, `SELECT spec FROM tocsin.route WHERE capture = 'debezium'`)
+	rows, err := c.pool.Query(ctx, routeDebeziumSpecsSQL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading debezium routes: %w", err)
 	}
@@ -381,9 +396,7 @@ func (c *Consumer) storedOffsets(ctx context.Context, cl *kgo.Client, assigned m
 				}
 			}
 		})
-		if _, err := c.pool.Exec(ctx, `
-			INSERT INTO tocsin.debezium_offset (topic, partition, next_offset)
-			SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ON CONFLICT DO NOTHING`, ts, ps, os); err != nil {
+		if _, err := c.pool.Exec(ctx, debeziumOffsetInitSQL, ts, ps, os); err != nil {
 			return nil, fmt.Errorf("storing start offsets: %w", err)
 		}
 		if stored, err = c.readOffsets(ctx, assigned); err != nil {
@@ -491,7 +504,7 @@ func (c *Consumer) readOffsets(ctx context.Context, assigned map[string]map[int3
 	for t := range assigned {
 		topics = append(topics, t)
 	}
-	rows, err := c.pool.Query(ctx, `SELECT topic, partition, next_offset FROM tocsin.debezium_offset WHERE topic = ANY($1)`, topics)
+	rows, err := c.pool.Query(ctx, debeziumOffsetReadSQL, topics)
 	if err != nil {
 		return nil, fmt.Errorf("reading stored offsets: %w", err)
 	}

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -9,6 +10,39 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tocsin/tocsin/internal/sqlfile"
+)
+
+var (
+	//go:embed queries.sql
+	queriesSQL                       string
+	queries                          = sqlfile.Parse("routes/queries.sql", queriesSQL)
+	routeApplyLockSQL                = queries.Get("route_apply_lock")
+	searchPathSQL                    = queries.Get("search_path")
+	routeNamesSQL                    = queries.Get("route_names")
+	routeUnchangedSQL                = queries.Get("route_unchanged")
+	routeUpsertSQL                   = queries.Get("route_upsert")
+	routeDeleteSQL                   = queries.Get("route_delete")
+	routeFunctionTriggersSQL         = queries.Get("route_function_triggers")
+	currentDatabaseSQL               = queries.Get("current_database")
+	replicationPrivilegesSQL         = queries.Get("replication_privileges")
+	replicationSlotAndPublicationSQL = queries.Get("replication_slot_and_publication")
+	publicationTablesSQL             = queries.Get("publication_tables")
+	replicationStateRecordSQL        = queries.Get("replication_state_record")
+	replicationSlotExistsSQL         = queries.Get("replication_slot_exists")
+	replicationSlotCreateSQL         = queries.Get("replication_slot_create")
+	replicationSlotActivePidSQL      = queries.Get("replication_slot_active_pid")
+	backendTerminateSQL              = queries.Get("backend_terminate")
+	replicationSlotDropSQL           = queries.Get("replication_slot_drop")
+	routeHasReplicationSQL           = queries.Get("route_has_replication")
+	publicationExistsSQL             = queries.Get("publication_exists")
+	replicationStateForgetSQL        = queries.Get("replication_state_forget")
+	routeApplySessionLockSQL         = queries.Get("route_apply_session_lock")
+	routeApplySessionUnlockSQL       = queries.Get("route_apply_session_unlock")
+	tableDescribeSQL                 = queries.Get("table_describe")
+	tableColumnsSQL                  = queries.Get("table_columns")
+	searchPathSetSQL                 = queries.Get("search_path_set")
 )
 
 // applyLockKey is the advisory lock that serialises applies ("tocsin-r").
@@ -66,7 +100,7 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, f *File) (Summary, error) {
 // when the slot is missing) and FinishReplication after the commit.
 func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 	var s Summary
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, applyLockKey); err != nil {
+	if _, err := tx.Exec(ctx, routeApplyLockSQL, applyLockKey); err != nil {
 		return s, fmt.Errorf("taking the routes apply lock: %w", err)
 	}
 	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", ApplyLockTimeout.Milliseconds())); err != nil {
@@ -81,7 +115,7 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 		return s, err
 	}
 	var searchPath string
-	if err := tx.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&searchPath); err != nil {
+	if err := tx.QueryRow(ctx, searchPathSQL).Scan(&searchPath); err != nil {
 		return s, fmt.Errorf("reading search_path: %w", err)
 	}
 	for i := range f.Routes {
@@ -139,7 +173,7 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 }
 
 func installedRoutes(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {
-	rows, err := tx.Query(ctx, `SELECT name FROM tocsin.route`)
+	rows, err := tx.Query(ctx, routeNamesSQL)
 	if err != nil {
 		return nil, fmt.Errorf("reading installed routes: %w", err)
 	}
@@ -159,13 +193,7 @@ func installedRoutes(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {
 // replication route (body "") is installed when its spec matches and it has no function.
 func isInstalled(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body string) (bool, error) {
 	var same bool
-	err := tx.QueryRow(ctx, `
-		SELECT r.spec = $2::jsonb
-		   AND CASE WHEN $3 = '' THEN to_regprocedure($4) IS NULL ELSE
-		       coalesce((SELECT p.prosrc = $3 FROM pg_proc p WHERE p.oid = to_regprocedure($4)), false)
-		   AND EXISTS (SELECT 1 FROM pg_trigger t
-		               WHERE t.tgfoid = to_regprocedure($4) AND t.tgname = $5 AND t.tgrelid = to_regclass($6)) END
-		FROM tocsin.route r WHERE r.name = $1`,
+	err := tx.QueryRow(ctx, routeUnchangedSQL,
 		r.Name, string(spec), body, functionName(r.Name)+"()", triggerName(r.Name), r.Table.sanitize()).Scan(&same)
 	if err != nil {
 		return false, fmt.Errorf("comparing route %q with the installed one: %w", r.Name, err)
@@ -190,11 +218,7 @@ func install(ctx context.Context, tx pgx.Tx, r *Route, spec []byte, body string)
 			return fmt.Errorf("creating the trigger of route %q: %w", r.Name, err)
 		}
 	}
-	_, err := tx.Exec(ctx, `
-		INSERT INTO tocsin.route (name, table_name, capture, spec) VALUES ($1, $2, $3, $4::jsonb)
-		ON CONFLICT (name) DO UPDATE
-		SET table_name = excluded.table_name, capture = excluded.capture, spec = excluded.spec,
-		    applied_at = now()`,
+	_, err := tx.Exec(ctx, routeUpsertSQL,
 		r.Name, r.Table.String(), string(r.Capture), string(spec))
 	if err != nil {
 		return fmt.Errorf("recording route %q: %w", r.Name, err)
@@ -207,7 +231,7 @@ func uninstall(ctx context.Context, tx pgx.Tx, name string) error {
 	if err := uninstallTrigger(ctx, tx, name); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM tocsin.route WHERE name = $1`, name); err != nil {
+	if _, err := tx.Exec(ctx, routeDeleteSQL, name); err != nil {
 		return fmt.Errorf("removing route %q: %w", name, err)
 	}
 	return nil
@@ -227,9 +251,7 @@ func uninstallTrigger(ctx context.Context, tx pgx.Tx, name string) error {
 // dropTriggers drops every trigger that calls route name's function, wherever it is: the
 // table may have been renamed, or the route moved to another table.
 func dropTriggers(ctx context.Context, tx pgx.Tx, name string) error {
-	rows, err := tx.Query(ctx, `
-		SELECT format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass)
-		FROM pg_trigger t WHERE t.tgfoid = to_regprocedure($1)`, functionName(name)+"()")
+	rows, err := tx.Query(ctx, routeFunctionTriggersSQL, functionName(name)+"()")
 	if err != nil {
 		return fmt.Errorf("finding the triggers of route %q: %w", name, err)
 	}

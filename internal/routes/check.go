@@ -230,10 +230,7 @@ func compile(ctx context.Context, tx pgx.Tx, sql string, cols *int) (string, err
 func loadTable(ctx context.Context, tx pgx.Tx, t Table) (*tableInfo, error) {
 	info := &tableInfo{columns: map[string]string{}}
 	var oid uint32
-	err := tx.QueryRow(ctx, `
-		SELECT c.oid, c.relkind::text, c.relreplident::text
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid, &info.kind, &info.replident)
+	err := tx.QueryRow(ctx, tableDescribeSQL, t.Schema, t.Name).Scan(&oid, &info.kind, &info.replident)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return info, nil
 	}
@@ -241,17 +238,7 @@ func loadTable(ctx context.Context, tx pgx.Tx, t Table) (*tableInfo, error) {
 		return nil, fmt.Errorf("reading catalog of table %q: %w", t, err)
 	}
 	info.found = true
-	rows, err := tx.Query(ctx, `
-		SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-		       coalesce(k.ord, 0)
-		FROM pg_attribute a
-		LEFT JOIN (
-			SELECT k.attnum, k.ord
-			FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-			WHERE i.indrelid = $1 AND i.indisprimary
-		) k ON k.attnum = a.attnum
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY k.ord NULLS LAST, a.attnum`, oid)
+	rows, err := tx.Query(ctx, tableColumnsSQL, oid)
 	if err != nil {
 		return nil, fmt.Errorf("reading columns of table %q: %w", t, err)
 	}

@@ -33,7 +33,7 @@ var slotNameUnsafe = regexp.MustCompile(`[^a-z0-9_]`)
 // are cluster-wide, so every database has its own.
 func SlotName(ctx context.Context, db DB) (string, error) {
 	var name string
-	if err := db.QueryRow(ctx, `SELECT current_database()`).Scan(&name); err != nil {
+	if err := db.QueryRow(ctx, currentDatabaseSQL).Scan(&name); err != nil {
 		return "", fmt.Errorf("reading the database name: %w", err)
 	}
 	s := "tocsin_" + slotNameUnsafe.ReplaceAllString(strings.ToLower(name), "_")
@@ -49,9 +49,7 @@ type replicationPrereqs struct {
 
 func loadReplicationPrereqs(ctx context.Context, db DB) (*replicationPrereqs, error) {
 	p := &replicationPrereqs{}
-	err := db.QueryRow(ctx, `
-		SELECT current_setting('wal_level'), current_user, rolreplication OR rolsuper
-		FROM pg_roles WHERE rolname = current_user`).Scan(&p.walLevel, &p.role, &p.canReplicate)
+	err := db.QueryRow(ctx, replicationPrivilegesSQL).Scan(&p.walLevel, &p.role, &p.canReplicate)
 	if err != nil {
 		return nil, fmt.Errorf("reading replication settings: %w", err)
 	}
@@ -152,9 +150,7 @@ func syncReplication(ctx context.Context, tx pgx.Tx, f *File, tables map[Table]*
 		return nil, err
 	}
 	var slotOK, pubOK bool
-	err = tx.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1),
-		       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)`, slot, Publication).Scan(&slotOK, &pubOK)
+	err = tx.QueryRow(ctx, replicationSlotAndPublicationSQL, slot, Publication).Scan(&slotOK, &pubOK)
 	if err != nil {
 		return nil, fmt.Errorf("reading the replication slot: %w", err)
 	}
@@ -177,7 +173,7 @@ func syncReplication(ctx context.Context, tx pgx.Tx, f *File, tables map[Table]*
 		names = append(names, t.String())
 	}
 	slices.Sort(want)
-	rows, err := tx.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1`, Publication)
+	rows, err := tx.Query(ctx, publicationTablesSQL, Publication)
 	if err != nil {
 		return nil, fmt.Errorf("reading publication %q: %w", Publication, err)
 	}
@@ -249,17 +245,17 @@ func PrepareReplication(ctx context.Context, pool *pgxpool.Pool, f *File) (creat
 // it in tocsin.replication_state first, so that losing the slot later is detected. created
 // reports whether it created the slot. db must not be inside a transaction that wrote.
 func CreateSlot(ctx context.Context, db DB, slot string) (created bool, err error) {
-	if _, err := db.Exec(ctx, `INSERT INTO tocsin.replication_state (slot_name) VALUES ($1) ON CONFLICT DO NOTHING`, slot); err != nil {
+	if _, err := db.Exec(ctx, replicationStateRecordSQL, slot); err != nil {
 		return false, fmt.Errorf("recording replication slot %q: %w", slot, err)
 	}
 	var exists bool
-	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
+	if err := db.QueryRow(ctx, replicationSlotExistsSQL, slot).Scan(&exists); err != nil {
 		return false, fmt.Errorf("reading replication slot %q: %w", slot, err)
 	}
 	if exists {
 		return false, nil
 	}
-	_, err = db.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
+	_, err = db.Exec(ctx, replicationSlotCreateSQL, slot)
 	if isDuplicate(err) {
 		return false, nil
 	}
@@ -274,7 +270,7 @@ func CreateSlot(ctx context.Context, db DB, slot string) (created bool, err erro
 func DropSlot(ctx context.Context, db DB, slot string) (dropped bool, err error) {
 	for attempt := 0; ; attempt++ {
 		var pid *int32
-		err := db.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+		err := db.QueryRow(ctx, replicationSlotActivePidSQL, slot).Scan(&pid)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return false, nil
 		}
@@ -282,11 +278,11 @@ func DropSlot(ctx context.Context, db DB, slot string) (dropped bool, err error)
 			return false, fmt.Errorf("reading replication slot %q: %w", slot, err)
 		}
 		if pid != nil {
-			if _, err := db.Exec(ctx, `SELECT pg_terminate_backend($1)`, *pid); err != nil {
+			if _, err := db.Exec(ctx, backendTerminateSQL, *pid); err != nil {
 				return false, fmt.Errorf("ending the session streaming from slot %q: %w", slot, err)
 			}
 		}
-		_, err = db.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+		_, err = db.Exec(ctx, replicationSlotDropSQL, slot)
 		var pgErr *pgconn.PgError
 		switch {
 		case err == nil:
@@ -310,7 +306,7 @@ func DropSlot(ctx context.Context, db DB, slot string) (dropped bool, err error)
 // consumer streams; when the last goes, FinishReplication retires them.
 func HasReplicationRoutes(ctx context.Context, db DB) (bool, error) {
 	var routed bool
-	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tocsin.route WHERE capture = 'replication')`).Scan(&routed); err != nil {
+	if err := db.QueryRow(ctx, routeHasReplicationSQL).Scan(&routed); err != nil {
 		return false, fmt.Errorf("looking for replication routes: %w", err)
 	}
 	return routed, nil
@@ -330,7 +326,7 @@ func FinishReplication(ctx context.Context, pool *pgxpool.Pool) (dropped bool, e
 		return false, err
 	}
 	var pub bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, Publication).Scan(&pub); err != nil {
+	if err := conn.QueryRow(ctx, publicationExistsSQL, Publication).Scan(&pub); err != nil {
 		return false, fmt.Errorf("looking for publication %q: %w", Publication, err)
 	}
 	slot, err := SlotName(ctx, conn)
@@ -340,7 +336,7 @@ func FinishReplication(ctx context.Context, pool *pgxpool.Pool) (dropped bool, e
 	if dropped, err = DropSlot(ctx, conn, slot); err != nil {
 		return false, err
 	}
-	if _, err := conn.Exec(ctx, `DELETE FROM tocsin.replication_state WHERE slot_name = $1`, slot); err != nil {
+	if _, err := conn.Exec(ctx, replicationStateForgetSQL, slot); err != nil {
 		return false, fmt.Errorf("forgetting replication slot %q: %w", slot, err)
 	}
 	if pub {
@@ -358,7 +354,7 @@ func lockApply(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("taking the routes apply lock: %w", err)
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, applyLockKey); err != nil {
+	if _, err := conn.Exec(ctx, routeApplySessionLockSQL, applyLockKey); err != nil {
 		conn.Release()
 		return nil, fmt.Errorf("taking the routes apply lock: %w", err)
 	}
@@ -366,7 +362,7 @@ func lockApply(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Conn, error) {
 }
 
 func unlockApply(ctx context.Context, conn *pgxpool.Conn) {
-	if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, applyLockKey); err != nil {
+	if _, err := conn.Exec(context.WithoutCancel(ctx), routeApplySessionUnlockSQL, applyLockKey); err != nil {
 		_ = conn.Hijack().Close(context.WithoutCancel(ctx)) // never hand back a locked session
 		return
 	}

@@ -254,7 +254,7 @@ func recipientQuery(ctx context.Context, q Querier, s *Spec, row Row) ([]string,
 	var rows pgx.Rows
 	if s.SearchPath != "" {
 		b := &pgx.Batch{}
-		b.Queue(`SELECT set_config('search_path', $1, true)`, s.SearchPath)
+		b.Queue(searchPathSetSQL, s.SearchPath)
 		b.Queue(sql, args...)
 		br := q.SendBatch(ctx, b)
 		defer br.Close()

@@ -10,7 +10,9 @@ import (
 	"github.com/tocsin/tocsin/internal/sqlfile"
 
 	// Every package with runtime SQL, so that its file is registered.
+	_ "github.com/tocsin/tocsin/internal/bench"
 	_ "github.com/tocsin/tocsin/internal/capture"
+	_ "github.com/tocsin/tocsin/internal/debezium"
 	_ "github.com/tocsin/tocsin/internal/doorbell"
 	_ "github.com/tocsin/tocsin/internal/feed"
 	_ "github.com/tocsin/tocsin/internal/grouping"
@@ -20,6 +22,7 @@ import (
 	_ "github.com/tocsin/tocsin/internal/migrate"
 	_ "github.com/tocsin/tocsin/internal/publish"
 	_ "github.com/tocsin/tocsin/internal/retention"
+	_ "github.com/tocsin/tocsin/internal/routes"
 	_ "github.com/tocsin/tocsin/internal/sequencer"
 	_ "github.com/tocsin/tocsin/internal/settings"
 	_ "github.com/tocsin/tocsin/internal/ticket"
