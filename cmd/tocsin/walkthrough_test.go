@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,11 +86,21 @@ func TestREADMEWalkthroughRunsAgainstDev(t *testing.T) {
 	out.waitFor(t, "event: notification\ndata: {") // the stream's event
 	require.Equal(t, 2, strings.Count(out.output(), `"body":"Nice work"`), out.output())
 	require.NoError(t, syscall.Kill(-walk.Process.Pid, syscall.SIGTERM))
+	m := regexp.MustCompile(`"cursor":"([^"]+)"`).FindStringSubmatch(out.output())
+	require.NotNil(t, m, "the long poll's page has a cursor: %s", out.output())
+	insertCursor := m[1]
 
 	env := func(script string) string {
 		return "TOKEN=$(" + binary + " token --sub alice)\nDB='" + db + "'\n" + adapt(script)
 	}
-	try := exec.Command("bash", "-c", env(blocks[1]))
+	// A reader types the next curl well after the update committed; the test waits until
+	// the update was sequenced (a long poll after the insert's cursor answers), or the
+	// short poll could run before the sequencer moved it into the feed.
+	second := blocks[1]
+	cut := strings.Index(second, "\ncurl ")
+	require.NotEqual(t, -1, cut, "the second block reads the feed with curl after psql")
+	sequenced := "curl -s -H \"Authorization: Bearer $TOKEN\" '" + api + "/v1/feed?after=" + insertCursor + "&wait=30' >/dev/null\n"
+	try := exec.Command("bash", "-c", env(second[:cut+1]+sequenced+second[cut+1:]))
 	try.Dir = dir
 	try.Env = cleanEnv()
 	b, err := try.CombinedOutput()
