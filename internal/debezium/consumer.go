@@ -318,6 +318,10 @@ func (c *Consumer) session(ctx context.Context) error {
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			c.setLag(topicPartition{p.Topic, p.Partition}, p.HighWatermark, -1)
 		})
+		if err := c.checkDeleted(fetches); err != nil {
+			cl.AllowRebalance()
+			return err
+		}
 		if recs := fetches.Records(); len(recs) > 0 {
 			if err := c.apply(ctx, router, recs, polledAt); err != nil {
 				cl.AllowRebalance()
@@ -340,6 +344,34 @@ func (c *Consumer) session(ctx context.Context) error {
 			refreshAt = time.Now().Add(c.cfg.RefreshInterval)
 		}
 	}
+}
+
+// checkDeleted returns an error when a fetch skipped records this member never read: its
+// first record of a partition lies past the stored next offset, and so does the log start
+// (the client fell below it while running and moved on to it). The next session's
+// assignment then finds the gap and resets the feed epoch (resetGaps). Holes that are not
+// deletions (transaction markers, compaction) leave the log start at or below the offset.
+func (c *Consumer) checkDeleted(fetches kgo.Fetches) error {
+	var err error
+	seen := map[topicPartition]bool{}
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		tp := topicPartition{p.Topic, p.Partition}
+		if err != nil || len(p.Records) == 0 || seen[tp] {
+			return
+		}
+		seen[tp] = true // a later fetch of the partition in this poll follows this one
+		next := int64(-1)
+		c.mu.Lock()
+		if l := c.lag[tp]; l != nil {
+			next = l.next
+		}
+		c.mu.Unlock()
+		if next >= 0 && p.Records[0].Offset > next && p.LogStartOffset > next {
+			err = fmt.Errorf("%s/%d: the log starts at %d, past the next offset to apply %d (records deleted before they were read); rejoining",
+				p.Topic, p.Partition, p.LogStartOffset, next)
+		}
+	})
+	return err
 }
 
 // refreshHighWatermarks reads the end offsets of the partitions this member holds, so that
