@@ -39,7 +39,7 @@ func cpuTicks(pid int) int64 {
 // server runs on this machine (0 otherwise): the parent of one of its backends.
 func postmasterPID(ctx context.Context, pool *pgxpool.Pool) int {
 	var backend int
-	if err := pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+	if err := pool.QueryRow(ctx, backendPidSQL).Scan(&backend); err != nil {
 		return 0
 	}
 	ppid, _, _, ok := procStat(backend)

@@ -27,6 +27,7 @@ var (
 	queries                = sqlfile.Parse("bench/queries.sql", queriesSQL)
 	benchPublishLatencySQL = queries.Get("bench_publish_latency")
 	benchPublishSoakSQL    = queries.Get("bench_publish_soak")
+	backendPidSQL          = queries.Get("backend_pid")
 )
 
 // LatencyConfig configures RunLatency.

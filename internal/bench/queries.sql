@@ -6,3 +6,6 @@ SELECT tocsin.publish($1, 'bench', jsonb_build_object('n', $2::bigint));
 
 -- name: bench_publish_soak
 SELECT tocsin.publish($1, 'soak', jsonb_build_object('n', $2::bigint));
+
+-- name: backend_pid
+SELECT pg_backend_pid();

@@ -35,6 +35,8 @@ var (
 	debeziumOffsetReadSQL    = queries.Get("debezium_offset_read")
 	captureEnabledSQL        = queries.Get("capture_enabled")
 	debeziumOffsetLockSQL    = queries.Get("debezium_offset_lock")
+	debeziumOffsetSkipToSQL  = queries.Get("debezium_offset_skip_to")
+	feedEpochSetSQL          = queries.Get("feed_epoch_set")
 )
 
 // Config configures a Consumer. Zero values take the defaults below.
@@ -501,9 +503,7 @@ func (c *Consumer) resetGaps(ctx context.Context, cl *kgo.Client, stored map[top
 		moved = moved[:0]
 		for _, g := range gaps {
 			// Conditional: a member that applied meanwhile moved the offset itself.
-			tag, err := tx.Exec(ctx, `
-				UPDATE tocsin.debezium_offset SET next_offset = $3
-				WHERE topic = $1 AND partition = $2 AND next_offset < $3`, g.tp.topic, g.tp.partition, g.start)
+			tag, err := tx.Exec(ctx, debeziumOffsetSkipToSQL, g.tp.topic, g.tp.partition, g.start)
 			if err != nil {
 				return err
 			}
@@ -514,7 +514,7 @@ func (c *Consumer) resetGaps(ctx context.Context, cl *kgo.Client, stored map[top
 		if len(moved) == 0 {
 			return nil
 		}
-		_, err := tx.Exec(ctx, `UPDATE tocsin.feed_state SET epoch = $1, updated_at = now()`, epoch)
+		_, err := tx.Exec(ctx, feedEpochSetSQL, epoch)
 		return err
 	})
 	if err != nil {

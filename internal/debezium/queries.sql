@@ -29,3 +29,11 @@ FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS u(topic, partition, ord)
 JOIN tocsin.debezium_offset o USING (topic, partition)
 ORDER BY u.ord
 FOR UPDATE OF o;
+
+-- name: debezium_offset_skip_to
+-- Moves a partition past records Kafka deleted before they were read.
+UPDATE tocsin.debezium_offset SET next_offset = $3 WHERE topic = $1 AND partition = $2 AND next_offset < $3;
+
+-- name: feed_epoch_set
+-- A new feed generation: every client gets 410 and refetches.
+UPDATE tocsin.feed_state SET epoch = $1, updated_at = now();
