@@ -120,6 +120,9 @@ func (f *Follower) next(ctx context.Context) ([]feed.Event, error) {
 		return nil, err
 	}
 	if len(events) > 0 {
+		if err := sameGeneration(events, f.read); err != nil {
+			return nil, err
+		}
 		f.read.Position = events[len(events)-1].Position
 		if err != nil {
 			// The hub dropped the registration; what it queued before is still ours.

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/tocsin/tocsin/internal/feed"
@@ -63,12 +64,18 @@ func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait
 			if d.resync {
 				continue
 			}
+			if err := sameGeneration(d.events, a); err != nil {
+				return nil, "", err
+			}
 			return d.events, d.events[len(d.events)-1].ID, nil
 		case <-timeout:
 			h.unsubscribe(s)
 			select {
 			case d, ok := <-s.ch:
 				if ok && !d.resync {
+					if err := sameGeneration(d.events, a); err != nil {
+						return nil, "", err
+					}
 					return d.events, d.events[len(d.events)-1].ID, nil
 				}
 			default:
@@ -79,4 +86,19 @@ func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait
 			return nil, "", ctx.Err()
 		}
 	}
+}
+
+// sameGeneration returns feed.ErrCursorExpired when the entries handed over belong to
+// another feed generation than the read a waiter registered after: the epoch changed while
+// it waited (a slot recreated, records lost upstream, a diverged history), so entries may
+// be missing between its cursor and these, and it must refetch (410), never jump silently
+// into the new generation.
+func sameGeneration(events []feed.Event, a feed.After) error {
+	for _, e := range events {
+		c, err := feed.ParseCursor(e.ID)
+		if err != nil || c.Epoch != a.Epoch {
+			return fmt.Errorf("%w: %q (the feed's generation changed while waiting)", feed.ErrCursorExpired, a.Cursor().String())
+		}
+	}
+	return nil
 }
