@@ -212,6 +212,26 @@ func TestDatabaseDownAnswers503(t *testing.T) {
 	}
 	require.NotContains(t, b.logs.String(), "level=ERROR msg=\"request failed\"")
 
+	// River UI answers its own 500 when its queries fail: 503 here too.
+	req, err := http.NewRequest(http.MethodGet, b.base+"/admin/river/api/jobs?state=available&limit=20", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+scoped(t, "ops", "tocsin:admin"))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "river ui: %s", out)
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.Contains(t, string(out), "service-unavailable")
+
+	// A scrape still reports the node; the gauges read from the database say -1.
+	resp, err = http.Get(b.base + "/metrics")
+	require.NoError(t, err)
+	out, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "metrics: %s", out)
+	require.Contains(t, string(out), "process_resident_memory_bytes")
+	require.Contains(t, string(out), "tocsin_outbox_backlog -1\n")
 }
 
 // With TOCSIN_JWKS_URL, the node is not ready until the identity provider's key set was

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -20,7 +21,7 @@ const RiverUIPrefix = "/admin/river"
 // too, so a browser reaches it through a proxy that adds it (see the README).
 func (s *Server) mountRiverUI(e *gin.Engine, h http.Handler) {
 	admin := e.Group(RiverUIPrefix, noStore, s.requireAdmin)
-	wrapped := gin.WrapH(h)
+	wrapped := s.unavailableWhileUnready(h)
 	admin.Any("", wrapped)
 	admin.Any("/*any", wrapped)
 }
@@ -77,4 +78,53 @@ func sameOrigin(r *http.Request) error {
 		return fmt.Errorf("%w: cross-origin %s refused (Origin: %q)", errForbidden, r.Method, origin)
 	}
 	return nil
+}
+
+// unavailableWhileUnready serves a handler that answers its own error when its queries fail
+// (River UI says 400 "problem connecting to the configured database"): an error it gives
+// while the node is not ready (the database down or restarting) becomes 503
+// service-unavailable with Retry-After, like every other endpoint. Its answers
+// are small JSON pages and assets, so they are held until the status is known.
+func (s *Server) unavailableWhileUnready(h http.Handler) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		held := &heldResponse{header: http.Header{}}
+		h.ServeHTTP(held, c.Request)
+		if held.status >= http.StatusBadRequest && s.deps.Readiness != nil {
+			if err := s.deps.Readiness.Ready(c.Request.Context()); err != nil {
+				s.writeProblem(c, fmt.Errorf("%w: river ui answered %d while the node is not ready: %w",
+					errUnavailable, held.status, err))
+				return
+			}
+		}
+		for k, v := range held.header {
+			c.Writer.Header()[k] = v
+		}
+		if held.status == 0 {
+			held.status = http.StatusOK
+		}
+		c.Writer.WriteHeader(held.status)
+		_, _ = c.Writer.Write(held.body.Bytes())
+	}
+}
+
+// heldResponse records a response instead of sending it.
+type heldResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() http.Header { return h.header }
+
+func (h *heldResponse) WriteHeader(status int) {
+	if h.status == 0 {
+		h.status = status
+	}
+}
+
+func (h *heldResponse) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	return h.body.Write(b)
 }

@@ -61,7 +61,9 @@ func New() *Metrics {
 
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	// A scrape while the database is down still reports the node (process, Go, counters);
+	// a collector that fails is left out of that scrape instead of failing all of it.
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
 // Batch records one sequencer batch (the sequencer's BatchFunc).
