@@ -3,14 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tocsin/tocsin/internal/pgtest"
+	"github.com/tocsin/tocsin/internal/testbin"
 )
 
 // TestRunLatency runs a short latency measurement against a real `tocsin serve` process,
@@ -18,9 +17,7 @@ import (
 func TestRunLatency(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	binary := filepath.Join(t.TempDir(), "tocsin")
-	out, err := exec.Command("go", "build", "-o", binary, "github.com/tocsin/tocsin/cmd/tocsin").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	binary := testbin.Tocsin(t)
 
 	var report bytes.Buffer
 	res, err := RunLatency(context.Background(), LatencyConfig{DatabaseURL: db.URL, Rate: 100, Duration: time.Second,

@@ -3,14 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tocsin/tocsin/internal/pgtest"
+	"github.com/tocsin/tocsin/internal/testbin"
 )
 
 // TestRunSoak runs a small soak against a real `tocsin serve`: every transport, a reconnect
@@ -18,9 +17,7 @@ import (
 func TestRunSoak(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	binary := filepath.Join(t.TempDir(), "tocsin")
-	out, err := exec.Command("go", "build", "-o", binary, "github.com/tocsin/tocsin/cmd/tocsin").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	binary := testbin.Tocsin(t)
 
 	var report bytes.Buffer
 	res, err := RunSoak(context.Background(), SoakConfig{DatabaseURL: db.URL, Clients: 30, Duration: 3 * time.Second,

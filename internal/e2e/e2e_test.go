@@ -21,36 +21,15 @@ import (
 
 	"github.com/tocsin/tocsin/internal/auth"
 	"github.com/tocsin/tocsin/internal/pgtest"
+	"github.com/tocsin/tocsin/internal/testbin"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const secret = "e2e-secret-0123456789abcdef0123456789"
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-// tocsinBinary builds cmd/tocsin once per test binary.
-func tocsinBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tocsin-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "tocsin")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/tocsin/tocsin/cmd/tocsin").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building tocsin: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, buildErr)
-	return binary
-}
+// tocsinBinary returns the tocsin binary the nodes run (built once per test process).
+func tocsinBinary(t *testing.T) string { return testbin.Tocsin(t) }
 
 // node is a running `tocsin serve` process.
 type node struct {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/tocsin/tocsin/internal/migrate"
 	"github.com/tocsin/tocsin/internal/pgcluster"
+	"github.com/tocsin/tocsin/internal/testbin"
 )
 
 var (
@@ -41,6 +42,7 @@ var (
 // Main runs the package's tests and stops the throwaway cluster afterwards.
 func Main(m *testing.M) {
 	code := m.Run()
+	testbin.Remove()
 	mu.Lock()
 	if cluster != nil {
 		_ = cluster.Stop()

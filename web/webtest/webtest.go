@@ -39,6 +39,7 @@ import (
 	// web test depend on the Go code the node runs.
 	_ "github.com/tocsin/tocsin/internal/app"
 	"github.com/tocsin/tocsin/internal/auth"
+	"github.com/tocsin/tocsin/internal/testbin"
 )
 
 // Secret is the HS256 secret of every node these tests start.
@@ -193,30 +194,8 @@ func NpmRun(t *testing.T, dir, script string) string {
 	return string(out)
 }
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-// Binary builds cmd/tocsin once per test binary.
-func Binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tocsin-web-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "tocsin")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/tocsin/tocsin/cmd/tocsin").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building tocsin: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, buildErr)
-	return binary
-}
+// Binary returns the tocsin binary these tests run (built once per test process).
+func Binary(t *testing.T) string { return testbin.Tocsin(t) }
 
 // Server is a `tocsin serve` or `tocsin dev` process on a test database.
 type Server struct {
