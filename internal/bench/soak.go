@@ -105,6 +105,26 @@ type soakClient struct {
 	seen map[int64]bool
 }
 
+// withDefaults fills the zero fields of c with the Soak…Default values.
+func (c SoakConfig) withDefaults() SoakConfig {
+	if c.Clients <= 0 {
+		c.Clients = SoakClientsDefault
+	}
+	if c.Duration <= 0 {
+		c.Duration = SoakDurationDefault
+	}
+	if c.Rate <= 0 {
+		c.Rate = SoakRateDefault
+	}
+	if c.ReconnectInterval <= 0 {
+		c.ReconnectInterval = SoakReconnectIntervalDefault
+	}
+	if c.ReportInterval <= 0 {
+		c.ReportInterval = SoakReportIntervalDefault
+	}
+	return c
+}
+
 // RunSoak starts `tocsin serve` as a child process, has Clients clients follow their feeds
 // over a mix of transports while Rate events per second are published for Duration, with
 // a reconnect wave every ReconnectInterval, and reports the server's RSS, goroutines and
@@ -112,21 +132,7 @@ type soakClient struct {
 // fails when an event is lost or duplicated, or when the server's memory keeps growing
 // (the last sample more than 25% and 32 MiB above the highest of the run's first half).
 func RunSoak(ctx context.Context, cfg SoakConfig, out io.Writer) (SoakResult, error) {
-	if cfg.Clients <= 0 {
-		cfg.Clients = SoakClientsDefault
-	}
-	if cfg.Duration <= 0 {
-		cfg.Duration = SoakDurationDefault
-	}
-	if cfg.Rate <= 0 {
-		cfg.Rate = SoakRateDefault
-	}
-	if cfg.ReconnectInterval <= 0 {
-		cfg.ReconnectInterval = SoakReconnectIntervalDefault
-	}
-	if cfg.ReportInterval <= 0 {
-		cfg.ReportInterval = SoakReportIntervalDefault
-	}
+	cfg = cfg.withDefaults()
 	var res SoakResult
 	srv, err := openServer(ctx, cfg.DatabaseURL)
 	if err != nil {
