@@ -85,10 +85,16 @@ function refetch(): Promise<void> {
 async function refetchOnce(): Promise<void> {
   during = [];
   let page, counts;
+  // The list and the counts are two reads: the counts are taken between two reads of the
+  // list that agree, so they count exactly what the list shows (an entry the list already
+  // holds is never counted again when its event arrives, nor left out).
   for (let tries = 0; ; tries++) {
     const mark = during.length;
-    [page, counts] = await Promise.all([client.inbox.list({ state: "all", limit: 50 }), client.inbox.counts()]);
-    if (during.length === mark || tries === 5) break;
+    page = await client.inbox.list({ state: "all", limit: 50 });
+    counts = await client.inbox.counts();
+    const check = await client.inbox.list({ state: "all", limit: 1 });
+    const stable = (check.entries[0]?.id ?? null) === (page.entries[0]?.id ?? null);
+    if ((stable && during.length === mark) || tries === 5) break;
   }
   const listed = page.entries.map((e) => ({ id: e.id, kind: e.kind, text: describe(e), unread: e.read_at === null }));
   for (const r of listed) known.add(r.id);
