@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +19,8 @@ var benchCommands = [][2]string{
 	{"latency", "commit → client latency over long polling and SSE"},
 	{"streams", "memory and CPU of one node holding many SSE streams"},
 	{"soak", "thousands of clients over every transport with reconnect waves; fails on loss or growth"},
+	{"fanout", "one change to many recipients: time until the first and the last client has it"},
+	{"storm", "thousands of clients reconnect from their cursors after a node restart: time until all caught up"},
 }
 
 const benchServerAbout = "\n\nThe bench creates and drops a scratch database on the server of --database-url, else\n" +
@@ -24,8 +28,8 @@ const benchServerAbout = "\n\nThe bench creates and drops a scratch database on 
 	"durable cluster it starts (--private forces that one)."
 
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || (args[0] != "capture" && args[0] != "latency" && args[0] != "streams" && args[0] != "soak") {
-		return groupUsage(args, "tocsin bench", "tocsin bench capture|latency|streams|soak [flags]", benchCommands)
+	if len(args) == 0 || !slices.ContainsFunc(benchCommands, func(c [2]string) bool { return c[0] == args[0] }) {
+		return groupUsage(args, "tocsin bench", "tocsin bench capture|latency|streams|soak|fanout|storm [flags]", benchCommands)
 	}
 	name := args[0]
 	fs := newFlagSet("tocsin bench "+name, "tocsin bench "+name+" [flags]", "")
@@ -62,19 +66,26 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	case "latency":
 		fs.about = "Measure commit → client latency at a steady event rate, one following client per\n" +
-			"recipient, over each transport." + benchServerAbout
+			"recipient, over each transport (mixed: SSE and long polling in alternation); fail on a\n" +
+			"lost or duplicated event." + benchServerAbout
 		cfg := bench.LatencyConfig{}
-		fs.IntVar(&cfg.Rate, "rate", 1000, "events per second")
-		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the run")
-		fs.IntVar(&cfg.Clients, "clients", 100, "recipients, one following client each")
-		transports := fs.String("transports", "long-poll,sse", "comma list of transports: long-poll, sse")
+		fs.IntVar(&cfg.Rate, "rate", bench.LatencyRateDefault, "events per second")
+		fs.DurationVar(&cfg.Duration, "duration", bench.LatencyDurationDefault, "length of the run")
+		fs.IntVar(&cfg.Clients, "clients", bench.LatencyClientsDefault, "recipients, one following client each")
+		transports := fs.String("transports", "long-poll,sse", "comma list of transports: long-poll, sse, mixed")
+		perTx := fs.String("per-tx", "1", "comma list of events per publishing transaction, one run each")
+		fs.IntVar(&cfg.Writers, "writers", bench.LatencyWritersDefault, "connections publishing side by side")
 		fs.DurationVar(&cfg.Rest, "rest", bench.RestDefault, "CPU at rest is measured this long, clients connected, before the run")
 		if err := fs.parse(args[1:]); err != nil {
 			return err
 		}
 		cfg.Transports = strings.Split(*transports, ",")
+		var err error
+		if cfg.PerTx, err = intList(*perTx); err != nil {
+			return fmt.Errorf("--per-tx: %w", err)
+		}
 		cfg.DatabaseURL = server()
-		_, err := bench.RunLatency(ctx, cfg, stdout)
+		_, err = bench.RunLatency(ctx, cfg, stdout)
 		return err
 	case "soak":
 		fs.about = "Run thousands of clients (a third each on SSE, long polling and short polling) against one\n" +
@@ -91,6 +102,38 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		cfg.DatabaseURL = server()
 		_, err := bench.RunSoak(ctx, cfg, stdout)
 		return err
+	case "fanout":
+		fs.about = "Publish one change to many recipients in one transaction, round after round, and measure\n" +
+			"the time from commit until the first and the last of their clients has it; fail on a\n" +
+			"missed or repeated delivery." + benchServerAbout
+		cfg := bench.FanoutConfig{}
+		fs.IntVar(&cfg.Clients, "clients", bench.FanoutClientsDefault, "recipients of each change, one following client each")
+		fs.IntVar(&cfg.Rounds, "rounds", bench.FanoutRoundsDefault, "changes published, one after the other")
+		fs.StringVar(&cfg.Transport, "transport", bench.FanoutTransportDefault, "the clients' transport: sse, long-poll or mixed")
+		if err := fs.parse(args[1:]); err != nil {
+			return err
+		}
+		cfg.DatabaseURL = server()
+		_, err := bench.RunFanout(ctx, cfg, stdout)
+		return err
+	case "storm":
+		fs.about = "Stop and start a `tocsin serve` node while thousands of clients follow their feeds from\n" +
+			"cursors and events keep being published; measure the time until every client has caught\n" +
+			"up, the clients' errors and the database's CPU; fail on a lost or duplicated event." + benchServerAbout
+		cfg := bench.StormConfig{}
+		fs.IntVar(&cfg.Clients, "clients", bench.StormClientsDefault, "clients, one recipient each")
+		fs.IntVar(&cfg.Rate, "rate", bench.StormRateDefault, "events per second, to recipients in turn")
+		fs.DurationVar(&cfg.Duration, "duration", bench.StormDurationDefault, "how long events are published; the node stops a third in")
+		fs.DurationVar(&cfg.Down, "down", bench.StormDownDefault, "how long the node stays stopped")
+		fs.DurationVar(&cfg.Retry, "retry", bench.StormRetryDefault, "longest random pause of a client before it reconnects after an error")
+		fs.StringVar(&cfg.Transport, "transport", bench.StormTransportDefault, "the clients' transport: sse, long-poll or mixed")
+		fs.StringVar(&cfg.Stop, "stop", bench.StormStopDefault, "how the node stops: term (SIGTERM, streams drain as in a deploy) or kill (SIGKILL, a crash)")
+		if err := fs.parse(args[1:]); err != nil {
+			return err
+		}
+		cfg.DatabaseURL = server()
+		_, err := bench.RunStorm(ctx, cfg, stdout)
+		return err
 	default: // streams
 		fs.about = "Measure the memory and CPU of one `tocsin serve` process holding many SSE streams\n" +
 			"(the client runs in another process)." + benchServerAbout
@@ -105,4 +148,17 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		_, err := bench.RunStreams(ctx, cfg, stdout)
 		return err
 	}
+}
+
+// intList parses a comma list of positive integers.
+func intList(s string) ([]int, error) {
+	var list []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		list = append(list, n)
+	}
+	return list, nil
 }

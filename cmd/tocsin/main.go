@@ -11,7 +11,7 @@
 //	tocsin switch push|capture on|off
 //	tocsin capture drop-slot        drop this database's replication slot
 //	tocsin token --sub ID           mint a development token
-//	tocsin bench capture|latency|streams|soak  measure capture cost, latency, held streams, a soak
+//	tocsin bench capture|latency|streams|soak|fanout|storm  measure capture cost, latency, held streams, a soak, fan-out, a reconnect storm
 //	tocsin version                  version and build information
 //	tocsin help COMMAND             a command's usage and flags
 package main

@@ -107,3 +107,17 @@ func (s CPUShare) String() string {
 	}
 	return fmt.Sprintf("tocsin %.1f%% + postgres %s of a core", 100*s.Tocsin, pg)
 }
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages, as /proc/loadavg says
+// them ("?" elsewhere).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,33 +1,29 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	_ "embed"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"maps"
 	"runtime"
 	"slices"
-	"strings"
-	"sync"
+	"strconv"
+	"sync/atomic"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/tocsin/tocsin/internal/auth"
 
 	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
 var (
 	//go:embed queries.sql
-	queriesSQL             string
-	queries                = sqlfile.Parse("bench/queries.sql", queriesSQL)
-	benchPublishLatencySQL = queries.Get("bench_publish_latency")
-	benchPublishSoakSQL    = queries.Get("bench_publish_soak")
-	backendPidSQL          = queries.Get("backend_pid")
+	queriesSQL            string
+	queries               = sqlfile.Parse("bench/queries.sql", queriesSQL)
+	benchPublishSoakSQL   = queries.Get("bench_publish_soak")
+	backendPidSQL         = queries.Get("backend_pid")
+	benchPublishBatchSQL  = queries.Get("bench_publish_batch")
+	benchPublishFanoutSQL = queries.Get("bench_publish_fanout")
 )
 
 // LatencyConfig configures RunLatency.
@@ -41,9 +37,13 @@ type LatencyConfig struct {
 	Duration time.Duration
 	// Clients is how many recipients follow their feed, one client each.
 	Clients int
-	// Transports to measure, one run each: "long-poll" (default) and any registered by
-	// transports (see latencyTransports).
+	// Transports to measure, one run each: "long-poll", "sse" or "mixed" (clients
+	// alternate between SSE and long polling).
 	Transports []string
+	// PerTx lists the events per publishing transaction to measure, one run each (1).
+	PerTx []int
+	// Writers is how many connections publish side by side (LatencyWritersDefault).
+	Writers int
 	// Binary is the tocsin executable to run the server with (default: this executable).
 	Binary string
 	// Rest is how long CPU is measured with the clients connected and nothing published,
@@ -51,52 +51,83 @@ type LatencyConfig struct {
 	Rest time.Duration
 }
 
-// RestDefault is LatencyConfig.Rest's default.
-const RestDefault = 10 * time.Second
+// Defaults of LatencyConfig.
+const (
+	// RestDefault is LatencyConfig.Rest's default.
+	RestDefault            = 10 * time.Second
+	LatencyRateDefault     = 1000
+	LatencyDurationDefault = 10 * time.Second
+	LatencyClientsDefault  = 100
+	LatencyWritersDefault  = 8
+	// latencyCatchUpIdle is how long the bench waits for a missing event after the last
+	// arrival before it counts the rest as lost.
+	latencyCatchUpIdle = 15 * time.Second
+)
 
-// LatencyResult is the commit→client latency of one transport.
+// withDefaults fills the zero fields of c.
+func (c LatencyConfig) withDefaults() LatencyConfig {
+	if c.Rate <= 0 {
+		c.Rate = LatencyRateDefault
+	}
+	if c.Duration <= 0 {
+		c.Duration = LatencyDurationDefault
+	}
+	if c.Clients <= 0 {
+		c.Clients = LatencyClientsDefault
+	}
+	if len(c.Transports) == 0 {
+		c.Transports = []string{"long-poll"}
+	}
+	if len(c.PerTx) == 0 {
+		c.PerTx = []int{1}
+	}
+	if c.Writers <= 0 {
+		c.Writers = LatencyWritersDefault
+	}
+	if c.Rest <= 0 {
+		c.Rest = RestDefault
+	}
+	return c
+}
+
+// LatencyResult is the commit→client latency of one transport and transaction size.
 type LatencyResult struct {
 	Transport string
+	PerTx     int
 	Rate      int
 	Events    int
 	Received  int
-	P50, P99  time.Duration
-	Max       time.Duration
+	// Lost counts events that never reached their client; Duplicated, extra arrivals.
+	Lost, Duplicated int
+	// Published is the rate the writers achieved (events per second); Delivered, events
+	// received per second from the first publish to the last arrival.
+	Published, Delivered float64
+	P50, P99             time.Duration
+	Max                  time.Duration
+	// ByTransport splits a mixed run's latency by the clients' transport.
+	ByTransport map[string]percentiles
 	// CPU is what the tocsin process and the PostgreSQL server used while the events were
 	// published (the writers' own transactions included); AtRest, with the clients
 	// connected and nothing published.
 	CPU, AtRest CPUShare
-}
-
-// latencyClient follows one recipient's feed and reports each event's data as it arrives.
-type latencyClient func(ctx context.Context, base, token string, got func(data json.RawMessage)) error
-
-var latencyTransports = map[string]latencyClient{
-	"long-poll": longPollClient,
-	"sse":       sseClient,
+	// Reconnects and Errors count the clients' failed or ended requests.
+	Reconnects, Errors int64
+	ErrorKinds         map[string]int64
 }
 
 const latencySecret = "tocsin-bench-secret-0123456789abcdef"
 
 // RunLatency measures commit→client latency: writers publish Rate events per second to
-// Clients recipients through tocsin.publish; each client follows its feed over the
-// transport, and an event's latency runs from just before its writer's COMMIT to its
-// arrival at the client, on one clock.
+// Clients recipients through tocsin.publish, PerTx per transaction; each client follows its
+// feed from a cursor over its transport, and an event's latency runs from just before its
+// writer's COMMIT to its arrival at the client, on one clock. It fails when an event is
+// lost or duplicated.
 func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]LatencyResult, error) {
-	if cfg.Rate <= 0 {
-		cfg.Rate = 1000
-	}
-	if cfg.Duration <= 0 {
-		cfg.Duration = 10 * time.Second
-	}
-	if cfg.Clients <= 0 {
-		cfg.Clients = 100
-	}
-	if len(cfg.Transports) == 0 {
-		cfg.Transports = []string{"long-poll"}
-	}
-	if cfg.Rest <= 0 {
-		cfg.Rest = RestDefault
+	cfg = cfg.withDefaults()
+	for _, t := range cfg.Transports {
+		if err := checkTransport(t); err != nil {
+			return nil, err
+		}
 	}
 	srv, err := openServer(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -105,23 +136,26 @@ func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]Latenc
 	defer srv.close()
 
 	var results []LatencyResult
-	for _, name := range cfg.Transports {
-		client, ok := latencyTransports[name]
-		if !ok {
-			return results, fmt.Errorf("unknown transport %q", name)
+	for _, perTx := range cfg.PerTx {
+		for _, name := range cfg.Transports {
+			r, err := runLatencyOnce(ctx, srv, cfg, name, max(perTx, 1))
+			if err != nil {
+				return results, fmt.Errorf("measuring %s, %d per transaction: %w", name, perTx, err)
+			}
+			results = append(results, r)
 		}
-		r, err := runLatencyOnce(ctx, srv, cfg, name, client)
-		if err != nil {
-			return results, fmt.Errorf("measuring %s: %w", name, err)
-		}
-		results = append(results, r)
 	}
-	fmt.Fprintf(out, "commit→client latency — %d events/s to %d recipients for %s, durable commits, %d cores\n",
-		cfg.Rate, cfg.Clients, cfg.Duration, runtime.NumCPU())
-	fmt.Fprintf(out, "%-10s %8s %8s %9s %9s %9s\n", "transport", "events", "received", "p50", "p99", "max")
+	fmt.Fprintf(out, "commit→client latency — %d events/s to %d recipients for %s, %d writers, durable commits, %d cores, load average %s\n",
+		cfg.Rate, cfg.Clients, cfg.Duration, cfg.Writers, runtime.NumCPU(), loadAverage())
+	fmt.Fprintf(out, "%-10s %6s %8s %8s %5s %5s %9s %9s %9s %9s %9s\n", "transport", "per tx", "events", "received",
+		"lost", "dup", "publ/s", "p50", "p99", "max", "deliv/s")
 	for _, r := range results {
-		fmt.Fprintf(out, "%-10s %8d %8d %9s %9s %9s\n", r.Transport, r.Events, r.Received,
-			r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond))
+		fmt.Fprintf(out, "%-10s %6d %8d %8d %5d %5d %9.0f %9s %9s %9s %9.0f\n", r.Transport, r.PerTx, r.Events, r.Received,
+			r.Lost, r.Duplicated, r.Published, r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond),
+			r.Max.Round(10*time.Microsecond), r.Delivered)
+		for _, t := range slices.Sorted(maps.Keys(r.ByTransport)) {
+			fmt.Fprintf(out, "  of which %-9s %s\n", t+":", r.ByTransport[t])
+		}
 	}
 	fmt.Fprintf(out, "CPU from /proc (PostgreSQL: the whole server, the writers' transactions included)\n")
 	for _, r := range results {
@@ -129,186 +163,106 @@ func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]Latenc
 		if r.CPU.Postgres >= 0 {
 			perEvent = fmt.Sprintf(" = %.0f µs per event", (r.CPU.Tocsin+r.CPU.Postgres)*1e6/float64(r.Rate))
 		}
-		fmt.Fprintf(out, "%-10s publishing: %s%s\n", r.Transport, r.CPU, perEvent)
-		fmt.Fprintf(out, "%-10s at rest:    %s (%d clients connected, %s)\n", r.Transport, r.AtRest, cfg.Clients, cfg.Rest)
+		fmt.Fprintf(out, "%-10s %3d/tx publishing: %s%s\n", r.Transport, r.PerTx, r.CPU, perEvent)
+		fmt.Fprintf(out, "%-10s %3d/tx at rest:    %s (%d clients connected, %s)\n", r.Transport, r.PerTx, r.AtRest, cfg.Clients, cfg.Rest)
 	}
-	return results, nil
+	var failures []error
+	for _, r := range results {
+		if r.Errors > 0 {
+			fmt.Fprintf(out, "%s, %d/tx: %d client requests failed or ended (each resumed from its cursor):\n%s",
+				r.Transport, r.PerTx, r.Errors, errorLines(r.ErrorKinds))
+		}
+		if r.Lost != 0 || r.Duplicated != 0 {
+			failures = append(failures, fmt.Errorf("%s, %d per transaction: %d events lost, %d duplicated",
+				r.Transport, r.PerTx, r.Lost, r.Duplicated))
+		}
+	}
+	return results, errors.Join(failures...)
 }
 
-func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transport string, client latencyClient) (LatencyResult, error) {
-	sc, err := newScratch(ctx, srv.adminURL, 8)
+func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transport string, perTx int) (LatencyResult, error) {
+	sc, err := newScratch(ctx, srv.adminURL, cfg.Writers)
 	if err != nil {
 		return LatencyResult{}, err
 	}
 	defer sc.close()
-	pool := sc.writers
 	// The server under measurement is a real `tocsin serve` process, as a deployment runs it.
-	base, pid, stopNode, err := startServe(ctx, cfg.Binary, sc)
+	base, pid, stopNode, err := startServe(ctx, cfg.Binary, sc, "--max-connections", strconv.Itoa(cfg.Clients+1000))
 	if err != nil {
 		return LatencyResult{}, err
 	}
 	defer stopNode()
 
+	clients, err := openClients(ctx, base, cfg.Clients, transport)
+	if err != nil {
+		return LatencyResult{}, err
+	}
+	defer clients.close()
+	total := int(int64(cfg.Rate) * int64(cfg.Duration) / int64(time.Second))
+	pub := &loadPublisher{Pool: sc.writers, Rate: cfg.Rate, PerTx: perTx, Writers: cfg.Writers, Total: total,
+		Recipients: cfg.Clients}
+	pub.init()
+	arr := newArrivals(total)
 	var (
-		mu       sync.Mutex
-		sentAt   = map[int64]time.Time{}
-		latency  []time.Duration
-		received int
+		received atomic.Int64
+		lastAt   atomic.Int64
 	)
-	got := func(data json.RawMessage) {
-		now := time.Now()
-		var d struct{ N int64 }
-		if json.Unmarshal(data, &d) != nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if t0, ok := sentAt[d.N]; ok {
-			latency = append(latency, now.Sub(t0))
-			delete(sentAt, d.N)
-		}
-		received++
-	}
+	stats := newFollowStats()
 	clientCtx, stopClients := context.WithCancel(ctx)
-	var clients sync.WaitGroup
-	for i := range cfg.Clients {
-		tok, err := auth.Mint(auth.Config{HS256Secret: []byte(latencySecret)}, recipient(i), time.Hour, "")
-		if err != nil {
-			stopClients()
-			return LatencyResult{}, err
+	defer stopClients()
+	waitClients := clients.follow(clientCtx, time.Second, stats, func(c *loadClient, e soakEvent, at time.Time) {
+		if arr.got(pub, e.Data.N, at) {
+			received.Add(1)
+			lastAt.Store(at.UnixNano())
 		}
-		clients.Go(func() { _ = client(clientCtx, base, tok, got) })
-	}
-	time.Sleep(500 * time.Millisecond) // let the clients park
+	})
+	// Let the clients park (each has its cursor already), then measure the CPU at rest.
+	time.Sleep(500 * time.Millisecond)
 	postgres := postmasterPID(ctx, sc.ctl)
 	rest := startCPUWatch(pid, postgres)
 	time.Sleep(cfg.Rest)
 	atRest := rest.stop()
 
-	// Writers: one event per transaction, paced evenly; a few writers so that a slow commit
-	// does not hold the schedule back.
-	total := int(int64(cfg.Rate) * int64(cfg.Duration) / int64(time.Second))
-	interval := time.Second / time.Duration(cfg.Rate)
-	jobs := make(chan int64, 1024)
-	var writers sync.WaitGroup
-	var writeErr error
-	var errOnce sync.Once
-	for range 8 {
-		writers.Go(func() {
-			for n := range jobs {
-				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-					_, err := tx.Exec(ctx, benchPublishLatencySQL,
-						recipient(int(n)%cfg.Clients), n)
-					mu.Lock()
-					sentAt[n] = time.Now()
-					mu.Unlock()
-					return err
-				})
-				if err != nil {
-					errOnce.Do(func() { writeErr = err })
-				}
-			}
-		})
-	}
 	busy := startCPUWatch(pid, postgres)
-	start := time.Now()
-	for n := range total {
-		if d := time.Until(start.Add(time.Duration(n) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		jobs <- int64(n)
-	}
-	close(jobs)
-	writers.Wait()
+	writeErr := pub.run(ctx)
 	cpu := busy.stop()
-	// Wait for stragglers, then stop.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		done := received >= total
-		mu.Unlock()
-		if done {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	arr.waitAll(ctx, &received, int64(total), latencyCatchUpIdle)
 	stopClients()
-	clients.Wait()
+	waitClients()
 	if writeErr != nil {
 		return LatencyResult{}, writeErr
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	slices.Sort(latency)
-	r := LatencyResult{Transport: transport, Rate: cfg.Rate, Events: total, Received: received, CPU: cpu, AtRest: atRest}
-	if len(latency) > 0 {
-		r.P50 = latency[len(latency)*50/100]
-		r.P99 = latency[min(len(latency)-1, len(latency)*99/100)]
-		r.Max = latency[len(latency)-1]
+
+	r := LatencyResult{Transport: transport, PerTx: perTx, Rate: cfg.Rate, Events: total, Received: int(received.Load()),
+		CPU: cpu, AtRest: atRest, Published: pub.rate(), Reconnects: stats.reconnects.Load()}
+	r.Errors, r.ErrorKinds = stats.errs.snapshot()
+	lost, dup := arr.lostAndDuplicated()
+	r.Lost, r.Duplicated = int(lost), int(dup)
+	if span := time.Duration(lastAt.Load() - pub.started.UnixNano()); span > 0 {
+		r.Delivered = float64(r.Received) / span.Seconds()
+	}
+	all := make([]time.Duration, 0, total)
+	split := map[string][]time.Duration{}
+	for n := range total {
+		if arr.count[n].Load() == 0 {
+			continue
+		}
+		d := time.Duration(arr.latency[n].Load())
+		all = append(all, d)
+		if transport == TransportMixed {
+			t := clients.list[n%cfg.Clients].transport
+			split[t] = append(split[t], d)
+		}
+	}
+	p := percentilesOf(all)
+	r.P50, r.P99, r.Max = p.P50, p.P99, p.Max
+	if len(split) > 0 {
+		r.ByTransport = map[string]percentiles{}
+		for t, d := range split {
+			r.ByTransport[t] = percentilesOf(d)
+		}
 	}
 	return r, nil
 }
 
 func recipient(i int) string { return fmt.Sprintf("bench-user-%d", i) }
-
-// longPollClient follows the feed with GET /v1/feed?wait=30.
-func longPollClient(ctx context.Context, base, token string, got func(json.RawMessage)) error {
-	cursor := "now"
-	for ctx.Err() == nil {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/feed?wait=30&limit=1000&after="+cursor, nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		var page struct {
-			Events []struct {
-				Data json.RawMessage `json:"data"`
-			} `json:"events"`
-			Cursor string `json:"cursor"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		for _, e := range page.Events {
-			got(e.Data)
-		}
-		cursor = page.Cursor
-	}
-	return nil
-}
-
-// sseClient follows the feed with GET /v1/feed/stream, parsing the wire format itself.
-func sseClient(ctx context.Context, base, token string, got func(json.RawMessage)) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/feed/stream?after=now", nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("stream answered %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			var e struct {
-				Data json.RawMessage `json:"data"`
-			}
-			if json.Unmarshal([]byte(data), &e) == nil {
-				got(e.Data)
-			}
-		}
-	}
-	return sc.Err()
-}

@@ -13,7 +13,8 @@ import (
 )
 
 // TestRunLatency runs a short latency measurement against a real `tocsin serve` process,
-// over both transports: every event published reaches its client.
+// over each transport and the mix of SSE and long polling, one event per transaction and
+// several: every event published reaches its client exactly once.
 func TestRunLatency(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
@@ -21,14 +22,22 @@ func TestRunLatency(t *testing.T) {
 
 	var report bytes.Buffer
 	res, err := RunLatency(context.Background(), LatencyConfig{DatabaseURL: db.URL, Rate: 100, Duration: time.Second,
-		Clients: 5, Transports: []string{"long-poll", "sse"}, Binary: binary, Rest: 200 * time.Millisecond}, &report)
+		Clients: 6, Transports: []string{"long-poll", "sse", TransportMixed}, PerTx: []int{1, 7}, Writers: 2,
+		Binary: binary, Rest: 200 * time.Millisecond}, &report)
 	t.Log("\n" + report.String())
 	require.NoError(t, err)
-	require.Len(t, res, 2)
+	require.Len(t, res, 6)
 	for _, r := range res {
 		require.Equal(t, 100, r.Events, r.Transport)
-		require.Equal(t, r.Events, r.Received, "%s: every event reached its client", r.Transport)
+		require.Equal(t, r.Events, r.Received, "%s, %d/tx: every event reached its client", r.Transport, r.PerTx)
+		require.Zero(t, r.Lost)
+		require.Zero(t, r.Duplicated)
 		require.Positive(t, r.P50, r.Transport)
+		require.Positive(t, r.Published, r.Transport)
 		require.Positive(t, r.CPU.Tocsin, "%s: the server's CPU is read from /proc", r.Transport)
+		if r.Transport == TransportMixed {
+			require.Len(t, r.ByTransport, 2, "a mixed run splits its latency by transport")
+		}
 	}
+	require.Contains(t, report.String(), "load average")
 }

@@ -1,11 +1,17 @@
 -- The bench harness's own SQL (beyond what it sets up from capture_schema.sql). Scratch
 -- databases and bench tables are created, truncated and dropped by name in Go.
 
--- name: bench_publish_latency
-SELECT tocsin.publish($1, 'bench', jsonb_build_object('n', $2::bigint));
-
 -- name: bench_publish_soak
 SELECT tocsin.publish($1, 'soak', jsonb_build_object('n', $2::bigint));
 
 -- name: backend_pid
 SELECT pg_backend_pid();
+
+-- name: bench_publish_batch
+-- One transaction's events: event $2[i] to recipient $1[i], data {"n": $2[i]}.
+SELECT tocsin.publish(r, 'bench', jsonb_build_object('n', n))
+FROM unnest($1::text[], $2::bigint[]) AS t(r, n);
+
+-- name: bench_publish_fanout
+-- One event to many recipients in one call.
+SELECT tocsin.publish($1::text[], 'bench', jsonb_build_object('n', $2::bigint));
