@@ -69,6 +69,9 @@ type SoakConfig struct {
 	ReportInterval time.Duration
 	// Binary is the tocsin executable to run the server with (default: this executable).
 	Binary string
+	// StreamLifetime, when set, is the server's --sse-max-lifetime (its default otherwise):
+	// streams then end with a final frame and their clients reconnect.
+	StreamLifetime time.Duration
 }
 
 // SoakSample is one reading of the server process.
@@ -88,6 +91,8 @@ type SoakResult struct {
 	Errors                           int64 // failed requests (each followed by a retry from the cursor)
 	// ErrorKinds counts failed requests by kind (the error with its numbers blanked).
 	ErrorKinds map[string]int64
+	// StreamEnds counts the streams the server ended cleanly, by final frame and reason.
+	StreamEnds map[string]int64
 	Samples    []SoakSample
 	// MemoryGrowth is the last sample's RSS over the highest of the run's first half.
 	MemoryGrowth float64
@@ -149,8 +154,12 @@ func RunSoak(ctx context.Context, cfg SoakConfig, out io.Writer) (SoakResult, er
 		return res, err
 	}
 	defer publishers.Close()
-	base, pid, stop, err := startServe(ctx, cfg.Binary, sc, "--max-connections", strconv.Itoa(cfg.Clients+1000),
-		"--long-poll-max", strconv.Itoa(soakLongPollWait)+"s")
+	serveArgs := []string{"--max-connections", strconv.Itoa(cfg.Clients + 1000),
+		"--long-poll-max", strconv.Itoa(soakLongPollWait) + "s"}
+	if cfg.StreamLifetime > 0 {
+		serveArgs = append(serveArgs, "--sse-max-lifetime", cfg.StreamLifetime.String())
+	}
+	base, pid, stop, err := startServe(ctx, cfg.Binary, sc, serveArgs...)
 	if err != nil {
 		return res, err
 	}
@@ -260,7 +269,7 @@ publishing:
 	followers.Wait()
 
 	res.Received, res.Duplicated, res.Reconnects = received.Load(), duplicated.Load(), reconnects.Load()
-	res.Errors, res.ErrorKinds = errs.snapshot()
+	res.Errors, res.ErrorKinds, res.StreamEnds = errs.snapshot()
 	res.Lost = res.Sent - res.Received
 	// The baseline is the highest RSS of the first half of the run, once clients connected
 	// (the first sample is taken before): a server that keeps growing ends well above it.
@@ -279,6 +288,12 @@ publishing:
 		return cmp.Compare(res.ErrorKinds[b], res.ErrorKinds[a])
 	}) {
 		fmt.Fprintf(out, "  %8d  %s\n", res.ErrorKinds[k], k)
+	}
+	if len(res.StreamEnds) > 0 {
+		fmt.Fprintf(out, "streams  ended by the server with a final frame (the client reconnects from its cursor):\n")
+		for _, k := range slices.Sorted(maps.Keys(res.StreamEnds)) {
+			fmt.Fprintf(out, "  %8d  %s\n", res.StreamEnds[k], k)
+		}
 	}
 	fmt.Fprintf(out, "memory   RSS at most %.1f MiB in the first half, %.1f MiB at the end (x%.2f)\n", mib(warm.RSS), mib(last.RSS), res.MemoryGrowth)
 	fmt.Fprintf(out, "reproduce: tocsin bench soak --clients %d --duration %s --rate %d\n", cfg.Clients, cfg.Duration, cfg.Rate)
@@ -386,6 +401,11 @@ func (c *soakClient) follow(ctx context.Context, httpc *http.Client, base string
 			return
 		}
 		reconnects.Add(1)
+		var ended endedByServer
+		if errors.As(err, &ended) {
+			errs.ended(ended.frame)
+			continue // a clean end: reconnect at once, as EventSource does after its retry delay
+		}
 		if !kicked && err != nil {
 			errs.add(c.transport, err)
 			time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
@@ -444,10 +464,13 @@ func (c *soakClient) stream(ctx context.Context, httpc *http.Client, base string
 		return fmt.Errorf("GET /v1/feed/stream: %d %s", resp.StatusCode, body)
 	}
 	br := bufio.NewReaderSize(resp.Body, 4096)
-	var id, data string
+	var id, data, ending string
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
+			if errors.Is(err, io.EOF) && ending != "" {
+				return endedByServer{ending}
+			}
 			return err
 		}
 		line = strings.TrimRight(line, "\r\n")
@@ -470,7 +493,13 @@ func (c *soakClient) stream(ctx context.Context, httpc *http.Client, base string
 		case strings.HasPrefix(line, "data: "):
 			data = strings.TrimPrefix(line, "data: ")
 		case strings.HasPrefix(line, "event: reconnect"), strings.HasPrefix(line, "event: push-disabled"):
-			data = ""
+			data, ending = "", strings.TrimPrefix(line, "event: ")
+			if line, err = br.ReadString('\n'); err == nil {
+				var d struct{ Reason string }
+				if json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "data: ")), &d) == nil && d.Reason != "" {
+					ending += " (" + d.Reason + ")"
+				}
+			}
 		}
 	}
 }
@@ -519,17 +548,37 @@ func openFiles(pid int) int {
 	return len(entries)
 }
 
-// errorKinds counts failed requests by kind.
+// endedByServer is a stream the server ended cleanly with a final frame (its event name and
+// reason): a reconnect the protocol asks for, not a failure.
+type endedByServer struct{ frame string }
+
+func (e endedByServer) Error() string { return "stream ended by the server: " + e.frame }
+
+// errorKinds counts failed requests by kind, and streams the server ended by their frame.
 type errorKinds struct {
 	mu    sync.Mutex
 	total int64
 	kinds map[string]int64
+	ends  map[string]int64
+}
+
+func (e *errorKinds) ended(frame string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ends == nil {
+		e.ends = map[string]int64{}
+	}
+	e.ends[frame]++
 }
 
 var digits = regexp.MustCompile(`[0-9]+`)
 
 func (e *errorKinds) add(transport string, err error) {
 	msg := err.Error()
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		msg = uerr.Op + ": " + uerr.Err.Error() // the URL differs for every client
+	}
 	if len(msg) > 120 {
 		msg = msg[:120]
 	}
@@ -540,8 +589,8 @@ func (e *errorKinds) add(transport string, err error) {
 	e.kinds[kind]++
 }
 
-func (e *errorKinds) snapshot() (int64, map[string]int64) {
+func (e *errorKinds) snapshot() (int64, map[string]int64, map[string]int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.total, maps.Clone(e.kinds)
+	return e.total, maps.Clone(e.kinds), maps.Clone(e.ends)
 }
