@@ -269,7 +269,8 @@ publishing:
 	followers.Wait()
 
 	res.Received, res.Duplicated, res.Reconnects = received.Load(), duplicated.Load(), reconnects.Load()
-	res.Errors, res.ErrorKinds, res.StreamEnds = errs.snapshot()
+	res.Errors, res.ErrorKinds = errs.snapshot()
+	res.StreamEnds = errs.endings()
 	res.Lost = res.Sent - res.Received
 	// The baseline is the highest RSS of the first half of the run, once clients connected
 	// (the first sample is taken before): a server that keeps growing ends well above it.
@@ -589,8 +590,15 @@ func (e *errorKinds) add(transport string, err error) {
 	e.kinds[kind]++
 }
 
-func (e *errorKinds) snapshot() (int64, map[string]int64, map[string]int64) {
+func (e *errorKinds) snapshot() (int64, map[string]int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.total, maps.Clone(e.kinds), maps.Clone(e.ends)
+	return e.total, maps.Clone(e.kinds)
+}
+
+// endings returns the streams ended by the server, by final frame.
+func (e *errorKinds) endings() map[string]int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.ends)
 }
