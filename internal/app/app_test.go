@@ -40,7 +40,7 @@ func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.T
 	switch {
 	case strings.Contains(d.SQL, "LEFT JOIN tocsin.feed_horizon"):
 		q.feedAfter.Add(1)
-	case strings.Contains(d.SQL, "f.recipient = ANY"):
+	case strings.Contains(d.SQL, "f.position > $1 AND f.position <= $2"): // of some recipients or all
 		q.feedRange.Add(1)
 	}
 	return ctx

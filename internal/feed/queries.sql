@@ -31,3 +31,13 @@ FROM tocsin.feed f CROSS JOIN tocsin.feed_state s
 WHERE f.position > $1 AND f.position <= $2 AND f.recipient = ANY($3)
 ORDER BY f.position
 LIMIT $4;
+
+-- name: feed_list_range_all
+-- Every entry with $1 < position <= $2, at most $3: the hub's read when more clients wait
+-- than a recipient filter is worth.
+SELECT f.position, f.recipient, f.topic, f.kind, f.op, f.table_name, f.key, f.data, f.old, f.changed,
+       f.group_key, f.replaces, f.created_at, s.epoch
+FROM tocsin.feed f CROSS JOIN tocsin.feed_state s
+WHERE f.position > $1 AND f.position <= $2
+ORDER BY f.position
+LIMIT $3;

@@ -32,11 +32,12 @@ func (s State) Cursor(pos int64) Cursor { return Cursor{Epoch: s.Epoch, Position
 
 var (
 	//go:embed queries.sql
-	queriesSQL       string
-	queries          = sqlfile.Parse("feed/queries.sql", queriesSQL)
-	feedStateSQL     = queries.Get("feed_state")
-	feedListAfterSQL = queries.Get("feed_list_after")
-	feedListRangeSQL = queries.Get("feed_list_range")
+	queriesSQL          string
+	queries             = sqlfile.Parse("feed/queries.sql", queriesSQL)
+	feedStateSQL        = queries.Get("feed_state")
+	feedListAfterSQL    = queries.Get("feed_list_after")
+	feedListRangeSQL    = queries.Get("feed_list_range")
+	feedListRangeAllSQL = queries.Get("feed_list_range_all")
 )
 
 // FeedState reads the feed's generation and head.
@@ -91,10 +92,15 @@ func (s *Store) FeedListAfter(ctx context.Context, recipient string, after int64
 	return events, st, horizon, nil
 }
 
-// FeedListRange returns the entries with from < position <= to of the given recipients, in
-// position order, at most limit. It is the hub's one read per batch for all its clients.
+// FeedListRange returns the entries with from < position <= to of the given recipients (of
+// every recipient when recipients is nil), in position order, at most limit. It is the
+// hub's one read per batch for all its clients.
 func (s *Store) FeedListRange(ctx context.Context, from, to int64, recipients []string, limit int) ([]Event, error) {
-	rows, err := s.pool.Query(ctx, feedListRangeSQL, from, to, recipients, limit)
+	sql, args := feedListRangeSQL, []any{from, to, recipients, limit}
+	if recipients == nil {
+		sql, args = feedListRangeAllSQL, []any{from, to, limit}
+	}
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading feed range (%d, %d]: %w", from, to, err)
 	}

@@ -107,6 +107,22 @@ func TestFeedListRange(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, events, 2, "limit")
 	require.Equal(t, int64(3), events[1].Position)
+
+	events, err = s.FeedListRange(ctx, 2, 6, nil, 100)
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 4, 5, 6}, positionsOf(events), "nil: every recipient's entries")
+	require.NotEmpty(t, events[0].ID)
+	events, err = s.FeedListRange(ctx, 0, 7, nil, 3)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2, 3}, positionsOf(events), "nil: limit")
+}
+
+func positionsOf(events []feed.Event) []int64 {
+	var out []int64
+	for _, e := range events {
+		out = append(out, e.Position)
+	}
+	return out
 }
 
 // Check applied to real reads: the rules the hub uses for every transport.

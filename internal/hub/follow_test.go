@@ -31,6 +31,8 @@ type memStore struct {
 	afterReadFunc func(recipient string)
 	// rangeFunc, when set, runs when the hub's fan-out read starts, before it reads.
 	rangeFunc func()
+	// rangeAll counts the fan-out reads of every recipient (recipients nil).
+	rangeAll atomic.Int32
 }
 
 func (m *memStore) append(recipient string, n int) int64 {
@@ -80,6 +82,9 @@ func (m *memStore) FeedListAfter(_ context.Context, recipient string, after int6
 }
 
 func (m *memStore) FeedListRange(_ context.Context, from, to int64, recipients []string, limit int) ([]feed.Event, error) {
+	if recipients == nil {
+		m.rangeAll.Add(1)
+	}
 	m.mu.Lock()
 	hook := m.rangeFunc
 	if m.rangeErrs > 0 {
@@ -96,6 +101,9 @@ func (m *memStore) FeedListRange(_ context.Context, from, to int64, recipients [
 	var out []feed.Event
 	for _, e := range m.events {
 		if e.Position > from && e.Position <= to && len(out) < limit {
+			if recipients == nil {
+				out = append(out, e)
+			}
 			for _, r := range recipients {
 				if r == e.Recipient {
 					out = append(out, e)
@@ -125,7 +133,12 @@ func startHub(t *testing.T, pageLimit int) (*Hub, *memStore) {
 
 func runHub(t *testing.T, store *memStore, pageLimit int) (*Hub, *memStore) {
 	t.Helper()
-	h := New(store, Config{FallbackInterval: time.Hour, PageLimit: pageLimit}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return runHubConfig(t, store, Config{FallbackInterval: time.Hour, PageLimit: pageLimit})
+}
+
+func runHubConfig(t *testing.T, store *memStore, cfg Config) (*Hub, *memStore) {
+	t.Helper()
+	h := New(store, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = h.Run(ctx) }()

@@ -40,12 +40,18 @@ type Config struct {
 	FallbackInterval time.Duration
 	// PageLimit is the most entries one fan-out read returns.
 	PageLimit int
+	// RecipientFilterMax is the most waiting recipients a fan-out read names. With more,
+	// the read takes every entry of the range and the hub picks its waiters' in memory:
+	// matching each row against thousands of names costs the database more than the rows
+	// of other recipients, and the list itself would be rebuilt and sent for every batch.
+	RecipientFilterMax int
 }
 
 // Defaults.
 const (
-	FallbackIntervalDefault = time.Second
-	PageLimitDefault        = 1000
+	FallbackIntervalDefault   = time.Second
+	PageLimitDefault          = 1000
+	RecipientFilterMaxDefault = 64
 )
 
 // Store is what the hub reads from the feed (a *feed.Store). The hub's delivery guarantee
@@ -61,8 +67,9 @@ type Store interface {
 	// in (after, head]. That is what lets a reader register with (after, head) and be sure
 	// nothing falls between its read and the hub's next fan-out.
 	FeedListAfter(ctx context.Context, recipient string, after int64, limit int) ([]feed.Event, feed.State, int64, error)
-	// FeedListRange returns the entries of recipients with from < position <= to, in
-	// position order, at most limit: unless limit entries came back, all of them. The hub
+	// FeedListRange returns the entries of recipients (of every recipient when recipients
+	// is nil) with from < position <= to, in position order, at most limit: unless limit
+	// entries came back, all of them. The hub
 	// only asks for ranges below a head it learned from FeedState or the doorbell (which
 	// rings after the batch committed), so every entry of the range is visible.
 	FeedListRange(ctx context.Context, from, to int64, recipients []string, limit int) ([]feed.Event, error)
@@ -111,6 +118,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.PageLimit <= 0 {
 		c.PageLimit = PageLimitDefault
+	}
+	if c.RecipientFilterMax <= 0 {
+		c.RecipientFilterMax = RecipientFilterMaxDefault
 	}
 }
 
@@ -245,14 +255,19 @@ func (h *Hub) advance(ctx context.Context) error {
 			h.mu.Unlock()
 			return nil
 		}
-		recipients := make([]string, 0, len(h.subs))
-		for r := range h.subs {
-			recipients = append(recipients, r)
+		// Many waiting recipients: read the whole range (recipients stays nil).
+		var recipients []string
+		if len(h.subs) <= h.cfg.RecipientFilterMax {
+			recipients = make([]string, 0, len(h.subs))
+			for r := range h.subs {
+				recipients = append(recipients, r)
+			}
 		}
+		waiting := len(h.subs) > 0
 		h.mu.Unlock()
 		upTo := target
 		var events []feed.Event
-		if len(recipients) > 0 {
+		if waiting {
 			var err error
 			events, err = h.store.FeedListRange(ctx, from, target, recipients, h.cfg.PageLimit)
 			if err != nil {
@@ -265,7 +280,7 @@ func (h *Hub) advance(ctx context.Context) error {
 				upTo = events[len(events)-1].Position
 			}
 		}
-		h.deliver(events, upTo, gen)
+		h.deliver(events, upTo, gen, recipients == nil)
 	}
 }
 
@@ -276,51 +291,69 @@ func (h *Hub) headNow() int64 {
 }
 
 // deliver hands events (every entry in (head, upTo] of the recipients known at generation
-// gen) to their subscribers and moves the head to upTo. Subscribers that arrived after the
-// read and saw less than upTo are told to read again.
-func (h *Hub) deliver(events []feed.Event, upTo int64, gen uint64) {
+// gen, or of every recipient when all) to their subscribers and moves the head to upTo.
+// After a read of some recipients, subscribers that arrived after it and saw less than
+// upTo are told to read again; after a read of all, they are served like the others, since
+// the read holds their entries too.
+func (h *Hub) deliver(events []feed.Event, upTo int64, gen uint64, all bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	byRecipient := map[string][]feed.Event{}
 	for _, e := range events {
-		byRecipient[e.Recipient] = append(byRecipient[e.Recipient], e)
+		if _, ok := h.subs[e.Recipient]; ok {
+			byRecipient[e.Recipient] = append(byRecipient[e.Recipient], e)
+		}
 	}
-	for recipient, set := range h.subs {
-		mine := byRecipient[recipient]
-		for s := range set {
-			if s.gen > gen {
-				if s.seenHead < upTo {
-					h.removeLocked(s)
-					s.resync()
+	if all {
+		// Only the recipients with entries: a batch costs its entries, not the waiters.
+		for recipient, mine := range byRecipient {
+			for s := range h.subs[recipient] {
+				h.handLocked(s, mine)
+			}
+		}
+	} else {
+		for recipient, set := range h.subs {
+			mine := byRecipient[recipient]
+			for s := range set {
+				if s.gen > gen {
+					if s.seenHead < upTo {
+						h.removeLocked(s)
+						s.resync()
+					}
+					continue
 				}
-				continue
+				h.handLocked(s, mine)
 			}
-			var out []feed.Event
-			for _, e := range mine {
-				if e.Position > s.after {
-					out = append(out, e)
-				}
-			}
-			if len(out) == 0 {
-				continue
-			}
-			if s.follower != nil {
-				s.after = out[len(out)-1].Position
-				if !s.follower.push(out) {
-					h.removeLocked(s)
-				}
-				continue
-			}
-			if s.limit > 0 && len(out) > s.limit {
-				out = out[:s.limit]
-			}
-			h.removeLocked(s)
-			s.ch <- delivery{events: out}
 		}
 	}
 	if upTo > h.head {
 		h.head = upTo
 	}
+}
+
+// handLocked hands s its entries of mine (those after its position).
+func (h *Hub) handLocked(s *subscriber, mine []feed.Event) {
+	var out []feed.Event
+	for _, e := range mine {
+		if e.Position > s.after {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return
+	}
+	if s.follower != nil {
+		s.after = out[len(out)-1].Position
+		if !s.follower.push(out) {
+			h.removeLocked(s)
+		}
+		return
+	}
+	if s.limit > 0 && len(out) > s.limit {
+		out = out[:s.limit]
+	}
+	h.removeLocked(s)
+	s.ch <- delivery{events: out}
 }
 
 func (h *Hub) reset(head int64) {

@@ -173,6 +173,56 @@ func TestGenerationResyncWhenRegisteredDuringFanout(t *testing.T) {
 	require.Equal(t, int32(2), bobReads.Load(), "bob was resynced and read again")
 }
 
+// With more waiting recipients than RecipientFilterMax, the fan-out read takes the whole
+// range: each waiter still gets only its own entries, and a client that registers while
+// the read is in flight is served from it, without reading again (the read holds its
+// entries too).
+func TestUnfilteredFanoutServesLateRegistrations(t *testing.T) {
+	t.Parallel()
+	store := &memStore{epoch: "abcd"}
+	h, _ := runHubConfig(t, store, Config{FallbackInterval: time.Hour, PageLimit: 100, RecipientFilterMax: 1})
+	waitHead(t, h, 0)
+	ctx := t.Context()
+	alice := pollAsync(h, ctx, "alice", "now", time.Minute)
+	carol := pollAsync(h, ctx, "carol", "now", time.Minute)
+	require.Eventually(t, func() bool { return h.Waiting() == 2 }, 10*time.Second, time.Millisecond)
+
+	inRead, release := make(chan struct{}), make(chan struct{})
+	var bobReads atomic.Int32
+	store.setAfterRead(func(recipient string) {
+		if recipient == "bob" && bobReads.Add(1) == 1 {
+			close(inRead)
+			<-release
+		}
+	})
+	bob := pollAsync(h, ctx, "bob", "now", time.Minute)
+	receive(t, inRead, "bob's read")
+	var once sync.Once
+	store.setRange(func() {
+		once.Do(func() {
+			close(release)
+			eventually(t, func() bool { return h.Waiting() == 3 }, "bob registers")
+		})
+	})
+	store.append("alice", 1)
+	store.append("dave", 1) // nobody waits for dave
+	store.append("carol", 1)
+	h.Ring(store.append("bob", 1))
+
+	for _, tc := range []struct {
+		name string
+		ch   <-chan pollResult
+		want int64
+	}{{"alice", alice, 1}, {"carol", carol, 3}, {"bob", bob, 4}} {
+		r := receive(t, tc.ch, tc.name+"'s poll")
+		require.NoError(t, r.err)
+		require.Equal(t, []int64{tc.want}, positions(r.events), tc.name)
+	}
+	require.Positive(t, store.rangeAll.Load(), "the fan-out read named no recipient")
+	require.Equal(t, int32(1), bobReads.Load(), "bob was served by the fan-out, not resynced")
+	require.Zero(t, h.Waiting())
+}
+
 // The feed goes backwards (a reset: restored, slot lost): every waiter is told to read
 // again and learns that its cursor expired; a follower first gets what was queued for it.
 func TestResetResyncsEveryWaiter(t *testing.T) {
