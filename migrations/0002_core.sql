@@ -75,7 +75,7 @@ CREATE TABLE tocsin.route (
 );
 
 -- tocsin.publish, the transactional outbox for applications, is defined in
--- 0030_sequence_steps_and_publish_plpgsql.sql.
+-- 0060_outbox_route_op_sequence_take_publish.sql.
 
 -- The highest position retention removed, per recipient. A cursor below it has a gap and is
 -- answered with 410 cursor-expired; a recipient that lost nothing keeps its old cursor valid.

@@ -1,25 +1,14 @@
 -- The sequencer's steps (see 0007_sequence_batch.sql for the batch they make up) and
--- tocsin.publish, in PL/pgSQL: their one definition. They replace the SQL-language versions
--- that 0007 and 0002 created in databases migrated before, with the same statements. A SQL-language function that cannot be inlined is planned again on every
--- call; PL/pgSQL keeps each statement's plan for the session. Measured: planning the steps
--- was most of the sequencer's CPU per batch, and publish planned its INSERT per call (see
--- README "Performance").
+-- tocsin.publish, in PL/pgSQL: the one definition of steps 2 to 6 (step 1 and publish's
+-- array form moved to 0060, which replaced them when outbox rows began to name their route
+-- by id). They replace the SQL-language versions that 0007 and 0002 created in databases
+-- migrated before, with the same statements. A SQL-language function that cannot be
+-- inlined is planned again on every call; PL/pgSQL keeps each statement's plan for the
+-- session. Measured: planning the steps was most of the sequencer's CPU per batch, and
+-- publish planned its INSERT per call (see README "Performance").
 
--- Step 1: deletes and returns up to batch_limit committed outbox rows, in id order.
-CREATE OR REPLACE FUNCTION tocsin.sequence_take(batch_limit integer) RETURNS tocsin.outbox[]
-LANGUAGE plpgsql AS $$
-DECLARE
-    result tocsin.outbox[];
-BEGIN
-    WITH taken AS (
-        DELETE FROM tocsin.outbox o
-        WHERE o.id IN (SELECT id FROM tocsin.outbox ORDER BY id LIMIT batch_limit)
-        RETURNING o
-    )
-    SELECT array_agg(t.o ORDER BY (t.o).id) INTO result FROM taken t;
-    RETURN result;
-END;
-$$;
+-- Step 1, tocsin.sequence_take, is defined in 0060_outbox_route_op_sequence_take_publish.sql
+-- (this file held its PL/pgSQL version before outbox rows named their route by id).
 
 -- Step 2: moves the grouped rows of batch into tocsin.group_pending and opens or extends
 -- their windows (a route's own window and max; message_window and message_max for
@@ -182,20 +171,9 @@ BEGIN
 END;
 $$;
 
--- The transactional outbox for applications: call inside your own transaction; the message
--- becomes visible to its recipients when (and only if) that transaction commits.
--- The column list is outbox.Columns (internal/outbox), as every writer of the outbox spells it.
-CREATE OR REPLACE FUNCTION tocsin.publish(recipients text[], topic text, data jsonb) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO tocsin.outbox (recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key)
-    SELECT DISTINCT r, NULL::text, publish.topic, 'message', NULL::text, NULL::text, NULL::jsonb, publish.data,
-           NULL::jsonb, NULL::text[], NULL::text
-    FROM unnest(publish.recipients) AS r
-    WHERE r IS NOT NULL AND r <> '';
-END;
-$$;
-
+-- tocsin.publish(recipients text[], …) is defined in
+-- 0060_outbox_route_op_sequence_take_publish.sql (this file held its PL/pgSQL version before
+-- the outbox gained route_op). Its one-recipient form:
 CREATE OR REPLACE FUNCTION tocsin.publish(recipient text, topic text, data jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN

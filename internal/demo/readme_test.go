@@ -49,6 +49,7 @@ func TestREADMEExampleRouteWorksOnTheDemoSchema(t *testing.T) {
 	require.NoError(t, err)
 	var n int
 	require.NoError(t, db.Pool.QueryRow(ctx,
-		`SELECT count(*) FROM tocsin.outbox WHERE recipient = 'alice' AND route = 'comment-on-my-portfolio'`).Scan(&n))
+		`SELECT count(*) FROM tocsin.outbox o JOIN tocsin.route_op r ON r.id = o.route_op
+			WHERE o.recipient = 'alice' AND r.route = 'comment-on-my-portfolio'`).Scan(&n))
 	require.Equal(t, 1, n)
 }

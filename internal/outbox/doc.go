@@ -8,6 +8,12 @@
 // columns, in the same order, as Columns (a test compares the trigger generator,
 // tocsin.publish and the table itself with it).
 //
+// A route's rows are small: the route's name, topic, kind, operation and table, the same in
+// every row, are registered once in tocsin.route_op (by `tocsin routes apply`), and a row
+// names them by that id in route_op. Route triggers write the id; InsertTx looks it up for
+// the rows it is given, so replication and Debezium capture write the same small rows. The
+// sequencer fills the values back in when it takes the rows (tocsin.sequence_take).
+//
 // InsertTx guarantees:
 //
 //   - Atomic with the caller: the rows are written in the caller's transaction and become

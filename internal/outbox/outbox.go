@@ -12,8 +12,9 @@ import (
 
 // Columns is the column list every writer of tocsin.outbox names, in this order: the Go
 // insert, the route trigger generator and tocsin.publish. id and created_at take their
-// defaults.
-const Columns = "recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key"
+// defaults. A row of a route names its tocsin.route_op in route_op and leaves route, topic,
+// kind, op and table_name NULL: the sequencer fills them in from route_op.
+const Columns = "recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key, route_op"
 
 // Row is one tocsin.outbox row: one future feed entry of one recipient. Empty strings and
 // nil slices are stored as NULL.

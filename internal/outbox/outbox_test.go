@@ -181,3 +181,47 @@ routes:
 	require.Contains(t, writers, "tocsin.publish(text[],text,jsonb)")
 	require.Len(t, writers, 3, "tocsin.publish and the two route triggers: %v", writers)
 }
+
+// A row whose route operation is registered (routes apply) is written as the route's
+// trigger writes it: the tocsin.route_op id, without the five values it stands for. Any
+// other row keeps them; a row with neither is refused by the table.
+func TestInsertTxNamesRegisteredRouteOpsByID(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE note (id int PRIMARY KEY, owner_id text)`)
+	require.NoError(t, err)
+	f, err := routes.Parse("routes.yaml", []byte(`
+routes:
+  - name: notes
+    table: public.note
+    on: [insert, delete]
+    recipients: { column: owner_id }
+    topic: note
+`))
+	require.NoError(t, err)
+	_, err = routes.Apply(ctx, db.Pool, f)
+	require.NoError(t, err)
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	rows := []outbox.Row{
+		{Recipient: "alice", Route: "notes", Topic: "note", Kind: "change", Op: "delete", Table: "public.note",
+			Key: json.RawMessage(`{"id": 1}`)},
+		{Recipient: "alice", Route: "notes", Topic: "other", Kind: "change", Op: "delete", Table: "public.note"},
+		{Recipient: "bob", Topic: "order", Kind: "message"},
+	}
+	require.NoError(t, outbox.InsertTx(ctx, tx, rows))
+	var got []string
+	require.NoError(t, tx.QueryRow(ctx, `SELECT array_agg(concat_ws('|', o.recipient, o.route, o.topic, o.kind, o.op,
+		    o.table_name, r.route, r.op, r.topic, r.kind, r.table_name) ORDER BY o.id)
+		FROM tocsin.outbox o LEFT JOIN tocsin.route_op r ON r.id = o.route_op`).Scan(&got))
+	require.Equal(t, []string{
+		"alice|notes|delete|note|change|public.note",
+		"alice|notes|other|change|delete|public.note",
+		"bob|order|message",
+	}, got)
+
+	_, err = tx.Exec(ctx, `SAVEPOINT s; INSERT INTO tocsin.outbox (recipient) VALUES ('alice')`)
+	require.ErrorContains(t, err, "outbox_route_op_or_topic_kind")
+}

@@ -43,6 +43,7 @@ var (
 	tableDescribeSQL                 = queries.Get("table_describe")
 	tableColumnsSQL                  = queries.Get("table_columns")
 	searchPathSetSQL                 = queries.Get("search_path_set")
+	routeOpRegisterSQL               = queries.Get("route_op_register")
 )
 
 // applyLockKey is the advisory lock that serialises applies ("tocsin-r").
@@ -129,9 +130,13 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 		if err != nil {
 			return s, fmt.Errorf("encoding route %q: %w", r.Name, err)
 		}
+		ops, err := registerOps(ctx, tx, r)
+		if err != nil {
+			return s, err
+		}
 		body := ""
 		if r.Capture == CaptureTrigger {
-			body = functionBody(r, pk)
+			body = functionBody(r, pk, ops)
 		}
 		_, exists := installed[r.Name]
 		delete(installed, r.Name)
@@ -170,6 +175,37 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, f *File) (Summary, error) {
 	s.Notes = append(s.Notes, f.Notes...)
 	s.Notes = append(s.Notes, notes...)
 	return s, nil
+}
+
+// registerOps records each of r's operations in tocsin.route_op (once: an operation
+// registered before keeps its id) and returns their ids. Outbox rows name their route's
+// constants by these ids: the trigger generator writes them in, and outbox.InsertTx looks
+// them up for the rows of replication and Debezium capture.
+func registerOps(ctx context.Context, tx pgx.Tx, r *Route) (map[Op]int32, error) {
+	ops := make([]string, len(r.On))
+	for i, op := range r.On {
+		ops[i] = string(op)
+	}
+	rows, err := tx.Query(ctx, routeOpRegisterSQL, r.Name, ops, r.Topic, string(r.Kind), r.Table.String())
+	if err != nil {
+		return nil, fmt.Errorf("registering the operations of route %q: %w", r.Name, err)
+	}
+	out := make(map[Op]int32, len(ops))
+	var (
+		op string
+		id int32
+	)
+	_, err = pgx.ForEachRow(rows, []any{&op, &id}, func() error {
+		out[Op(op)] = id
+		return nil
+	})
+	if err == nil && len(out) != len(ops) {
+		err = fmt.Errorf("%d ids for %d operations", len(out), len(ops))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registering the operations of route %q: %w", r.Name, err)
+	}
+	return out, nil
 }
 
 func installedRoutes(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {

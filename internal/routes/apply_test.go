@@ -2,6 +2,7 @@ package routes_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -238,4 +239,51 @@ func TestSummaryString(t *testing.T) {
 	s := routes.Summary{Created: []string{"a"}, Updated: []string{"b"}, Removed: []string{"c", "d"}, Unchanged: []string{"e"}}
 	require.Equal(t, "created route \"a\"\nupdated route \"b\"\nremoved route \"c\"\nremoved route \"d\"\n"+
 		"1 created, 1 updated, 2 removed, 1 unchanged\n", s.String())
+}
+
+// Each (route, operation) keeps its tocsin.route_op id while its topic, kind and table stay
+// the same; a change takes a new id, and rows captured before it keep the values they were
+// captured with, also after the route is gone.
+func TestRouteOpsKeepTheirIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const route = `
+routes:
+  - name: comments
+    table: public.comment
+    on: [insert, delete]
+    recipients: { column: owner_id }
+    topic: %s
+`
+	ids := func() map[string]int32 {
+		rows, err := b.pool.Query(b.ctx, `SELECT op || ' ' || topic, id FROM tocsin.route_op WHERE route = 'comments'`)
+		require.NoError(t, err)
+		out := map[string]int32{}
+		var (
+			k  string
+			id int32
+		)
+		_, err = pgx.ForEachRow(rows, []any{&k, &id}, func() error { out[k] = id; return nil })
+		require.NoError(t, err)
+		return out
+	}
+	b.apply(t, fmt.Sprintf(route, "comment"))
+	first := ids()
+	require.Len(t, first, 2)
+	b.exec(t, `INSERT INTO comment (id, owner_id) VALUES (1, 'alice')`)
+	b.apply(t, fmt.Sprintf(route, "comment")+"    kind: change\n") // the default kind: unchanged
+	require.Equal(t, first, ids())
+
+	b.apply(t, fmt.Sprintf(route, "remark"))
+	second := ids()
+	require.Len(t, second, 4)
+	require.Equal(t, first["insert comment"], second["insert comment"])
+	require.NotEqual(t, first["insert comment"], second["insert remark"])
+	b.exec(t, `DELETE FROM comment WHERE id = 1`)
+	b.apply(t, "routes: []\n")
+
+	got := b.drain(t)
+	require.Len(t, got, 2)
+	require.Equal(t, []string{"insert comment", "delete remark"},
+		[]string{got[0].Op + " " + got[0].Topic, got[1].Op + " " + got[1].Topic})
 }

@@ -17,7 +17,10 @@
 //     watched columns whose value IS DISTINCT FROM the old one;
 //   - data (payload full): the allow-listed columns of NEW; old (payload full): the old
 //     values of the changed allow-listed columns on update, of all of them on delete;
-//   - group_key (grouped routes): the jsonb array text of the group-by values.
+//   - group_key (grouped routes): the jsonb array text of the group-by values;
+//   - route_op: the id of the (route, operation) in tocsin.route_op, which Apply registers
+//     once and which stands for the route's name, topic, kind, operation and table (the row
+//     leaves those NULL; the sequencer fills them in).
 //
 // An update that changes none of when_changed writes nothing. An update that changes the
 // recipient column reaches both the old and the new recipient. A recipient query's :name

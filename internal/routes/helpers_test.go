@@ -77,13 +77,17 @@ type entry struct {
 }
 
 // drain returns the outbox rows in insertion order, sorted by recipient within a statement,
-// and empties the outbox.
+// and empties the outbox. A route's constants come from the row's route_op, as the
+// sequencer reads them; the row itself must not repeat them.
 func (b *bundle) drain(t *testing.T) []entry {
 	t.Helper()
 	rows, err := b.pool.Query(b.ctx, `
 		WITH d AS (DELETE FROM tocsin.outbox RETURNING *)
-		SELECT recipient, route, topic, kind, op, table_name, key, data, old, changed, group_key
-		FROM d ORDER BY recipient, id`)
+		SELECT d.recipient, r.route, r.topic, r.kind, r.op, r.table_name, d.key, d.data, d.old,
+		       d.changed, d.group_key
+		FROM d JOIN tocsin.route_op r ON r.id = d.route_op
+		WHERE num_nulls(d.route, d.topic, d.kind, d.op, d.table_name) = 5
+		ORDER BY d.recipient, d.id`)
 	require.NoError(t, err)
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[entry])
 	require.NoError(t, err)

@@ -26,6 +26,23 @@ ON CONFLICT (name) DO UPDATE
 SET table_name = excluded.table_name, capture = excluded.capture, spec = excluded.spec,
     applied_at = now();
 
+-- name: route_op_register
+-- Registers route $1's operations $2 (topic $3, kind $4, table $5) in tocsin.route_op and
+-- returns each operation's id, the one it had when already registered. The main query does
+-- not see the rows its CTE adds, so each operation comes once.
+WITH wanted AS (
+    SELECT $1::text AS route, op, $3::text AS topic, $4::text AS kind, $5::text AS table_name
+    FROM unnest($2::text[]) AS op
+), added AS (
+    INSERT INTO tocsin.route_op (route, op, topic, kind, table_name)
+    SELECT route, op, topic, kind, table_name FROM wanted
+    ON CONFLICT (route, op, topic, kind, table_name) DO NOTHING
+    RETURNING op, id
+)
+SELECT op, id FROM added
+UNION ALL
+SELECT r.op, r.id FROM tocsin.route_op r JOIN wanted w USING (route, op, topic, kind, table_name);
+
 -- name: route_delete
 DELETE FROM tocsin.route WHERE name = $1;
 

@@ -13,7 +13,8 @@ import (
 // The generated SQL of one route. The trigger function is plain, static plpgsql: no
 // dynamic SQL, no to_jsonb of the whole row, no NOTIFY, no EXCEPTION block (that would
 // open a subtransaction for every row). Every value is bound by plpgsql; only identifiers
-// (quoted) and the route's own constants (as literals) are spliced into the text.
+// (quoted), the route's own constants (as literals) and the ids of its operations in
+// tocsin.route_op are spliced into the text.
 
 // functionName returns the qualified name of route's trigger function.
 func functionName(route string) string { return "tocsin." + ident("route:"+route) }
@@ -25,8 +26,8 @@ func triggerName(route string) string { return "tocsin:" + route }
 const maxJSONPairs = 50
 
 // functionBody returns the plpgsql body of r's trigger function; pk is the table's
-// primary key.
-func functionBody(r *Route, pk []string) string {
+// primary key and ops the tocsin.route_op id of each of r's operations.
+func functionBody(r *Route, pk []string, ops map[Op]int32) string {
 	var b strings.Builder
 	w := func(indent int, format string, args ...any) {
 		b.WriteString(strings.Repeat("    ", indent))
@@ -81,7 +82,7 @@ func functionBody(r *Route, pk []string) string {
 				}
 			}
 		}
-		for _, line := range strings.Split(outboxInsert(r, pk, op), "\n") {
+		for _, line := range strings.Split(outboxInsert(r, pk, op, ops[op]), "\n") {
 			w(in, "%s", line)
 		}
 	}
@@ -93,8 +94,10 @@ func functionBody(r *Route, pk []string) string {
 	return b.String()
 }
 
-// outboxInsert returns the statement that writes op's outbox rows.
-func outboxInsert(r *Route, pk []string, op Op) string {
+// outboxInsert returns the statement that writes op's outbox rows. The route's constants
+// (name, topic, kind, operation, table) are not written: routeOp, the id of their
+// tocsin.route_op row, stands for them and the sequencer fills them in.
+func outboxInsert(r *Route, pk []string, op Op, routeOp int32) string {
 	row := "NEW"
 	if op == OpDelete {
 		row = "OLD"
@@ -116,6 +119,8 @@ func outboxInsert(r *Route, pk []string, op Op) string {
 	if r.Group != nil {
 		group = jsonArray(row, r.Group.By) + "::text"
 	}
+	// route, topic, kind, op and table_name, in Columns' order.
+	const constants = "NULL, NULL, NULL, NULL, NULL"
 	if c := r.Recipients.Column; c != "" && op != OpUpdate {
 		// One recipient: a plain INSERT … VALUES behind an IF is the cheapest statement the
 		// executor can run (no VALUES scan, no filter node). NULL <> '' is not true, so a
@@ -123,23 +128,23 @@ func outboxInsert(r *Route, pk []string, op Op) string {
 		recipient := fmt.Sprintf("%s.%s::text", row, ident(c))
 		return fmt.Sprintf(`IF %s <> '' THEN
     INSERT INTO tocsin.outbox (%s)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %d);
 END IF;`,
-			recipient, outbox.Columns, recipient, literal(r.Name), literal(r.Topic), literal(string(r.Kind)), literal(string(op)),
-			literal(r.Table.String()), jsonObject(row, pk), data, old, changed, group)
+			recipient, outbox.Columns, recipient, constants, jsonObject(row, pk), data, old, changed, group, routeOp)
 	}
 	return fmt.Sprintf(`INSERT INTO tocsin.outbox (%s)
-SELECT v.r, %s, %s, %s, %s, %s,
+SELECT v.r, %s,
        %s,
        %s,
        %s,
        %s,
-       %s
+       %s,
+       %d
 FROM %s AS v(r)
 WHERE v.r <> '';`,
-		outbox.Columns, literal(r.Name), literal(r.Topic), literal(string(r.Kind)), literal(string(op)), literal(r.Table.String()),
+		outbox.Columns, constants,
 		jsonObject(row, pk),
-		data, old, changed, group,
+		data, old, changed, group, routeOp,
 		recipientSource(r, row, op))
 }
 
