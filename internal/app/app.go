@@ -49,6 +49,9 @@ import (
 // shutdownTimeout bounds the HTTP server's graceful stop.
 const shutdownTimeout = 10 * time.Second
 
+// defaultQueuePollInterval is how often River's default queue polls without a notification.
+const defaultQueuePollInterval = 5 * time.Second
+
 // Node is one running Tocsin process.
 type Node struct {
 	cfg  *config.Config
@@ -72,6 +75,7 @@ type Node struct {
 	mover    *grouping.Mover
 	riverUI  *riverui.Handler
 	listener net.Listener
+	pprof    net.Listener   // nil unless --pprof-addr is set
 	verifier *auth.Verifier // nil without the api role
 	devPages bool
 }
@@ -97,6 +101,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parsing the database URL: %w", err)
+	}
+	// Sessions that do one role's work carry their own name (tocsin-sequencer,
+	// tocsin-doorbell, tocsin-capture); the pool's are "tocsin" unless the URL names them.
+	if pcfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		pcfg.ConnConfig.RuntimeParams["application_name"] = "tocsin"
 	}
 	for _, o := range opts {
 		if o.PoolConfigFunc != nil {
@@ -125,7 +134,8 @@ func (n *Node) build(ctx context.Context) error {
 	n.Metrics = metrics.New()
 	store := feed.NewStore(n.pool)
 	n.Hub = hub.New(store, hub.Config{FallbackInterval: n.cfg.FallbackInterval}, n.log.With(slog.String("service", "hub")))
-	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval, BatchFunc: n.Metrics.Batch,
+	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval,
+		IdlePollInterval: n.cfg.SequencerIdleInterval, BatchFunc: n.Metrics.Batch,
 		MessageGroupWindow: n.cfg.MessageGroupWindow, MessageGroupMax: n.cfg.MessageGroupMax},
 		n.log.With(slog.String("service", "sequencer")))
 	if n.cfg.Has("capture") {
@@ -147,9 +157,11 @@ func (n *Node) build(ctx context.Context) error {
 		return err
 	}
 	n.river = rc
-	n.Sequencer.SetEnqueuer(grouping.NewEnqueuer(rc))
+	enqueuer := grouping.NewEnqueuer(rc)
+	n.Sequencer.SetEnqueuer(enqueuer)
 	if n.cfg.Has("worker") {
 		n.mover = grouping.NewMover(n.pool, rc, grouping.Config{Tick: n.cfg.GroupTick}, n.log.With(slog.String("service", "grouping")))
+		enqueuer.DueFunc = n.mover.Expect
 	}
 
 	if n.cfg.Has("api") {
@@ -202,8 +214,24 @@ func (n *Node) build(ctx context.Context) error {
 			return fmt.Errorf("listening on %s: %w", n.cfg.Addr, err)
 		}
 	}
+	if n.cfg.PprofAddr != "" {
+		if n.pprof, err = net.Listen("tcp", n.cfg.PprofAddr); err != nil {
+			if n.listener != nil {
+				_ = n.listener.Close()
+			}
+			return fmt.Errorf("listening for profiles on %s: %w", n.cfg.PprofAddr, err)
+		}
+	}
 	n.instrument()
 	return nil
+}
+
+// PprofAddr is the address of the profiling listener, "" when --pprof-addr is not set.
+func (n *Node) PprofAddr() string {
+	if n.pprof == nil {
+		return ""
+	}
+	return n.pprof.Addr().String()
 }
 
 // devHandler returns the web demo with its token endpoint when DevPages is set, else nil.
@@ -258,6 +286,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.mover != nil {
 		services.Go(func() error { return n.mover.Run(bg) })
+	}
+	if n.pprof != nil {
+		services.Go(func() error { return servePprof(bg, n.pprof, n.log) })
 	}
 	if n.riverUI != nil {
 		if err := n.riverUI.Start(bg); err != nil {
@@ -358,8 +389,11 @@ func newRiver(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger, wakeFunc
 	river.AddWorker(workers, retention.NewPruneWorker(pool, retention.Config{
 		ChangeTTL: cfg.RetentionChange, InboxTTL: cfg.RetentionInbox, IdempotencyTTL: cfg.IdempotencyTTL}))
 	rcfg := &river.Config{
-		Schema:  migrate.Schema,
-		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
+		Schema: migrate.Schema,
+		// The default queue's jobs (retention, the grouping sweep) come from River's periodic
+		// inserts, which notify its workers: its poll is only a backstop, rare at rest.
+		Queues: map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4,
+			FetchPollInterval: defaultQueuePollInterval}},
 		Workers: workers,
 		PeriodicJobs: []*river.PeriodicJob{
 			river.NewPeriodicJob(river.PeriodicInterval(retention.IntervalDefault),

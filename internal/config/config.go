@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -29,7 +30,9 @@ type Config struct {
 	LongPollMax       time.Duration
 	PollInterval      time.Duration // recommended short-poll interval, told to clients
 	SequencerInterval time.Duration
-	FallbackInterval  time.Duration
+	// SequencerIdleInterval is the slowest probe of an idle outbox (sequencer.Config.IdlePollInterval).
+	SequencerIdleInterval time.Duration
+	FallbackInterval      time.Duration
 
 	RetentionChange time.Duration
 	RetentionInbox  time.Duration
@@ -80,6 +83,9 @@ type Config struct {
 	Roles     string
 	LogLevel  string
 	LogFormat string
+	// PprofAddr is the loopback address of the profiling listener (net/http/pprof); empty:
+	// no profiling endpoint.
+	PprofAddr string
 }
 
 type setting struct {
@@ -152,6 +158,7 @@ func settings() []setting {
 		{"long-poll-max", "TOCSIN_LONG_POLL_MAX", "60s", "longest long poll; larger waits are clamped", dur(func(c *Config) *time.Duration { return &c.LongPollMax })},
 		{"poll-interval", "TOCSIN_POLL_INTERVAL", "5s", "short-poll interval recommended to clients", dur(func(c *Config) *time.Duration { return &c.PollInterval })},
 		{"sequencer-interval", "TOCSIN_SEQUENCER_INTERVAL", "2ms", "how often the sequencer probes the outbox", dur(func(c *Config) *time.Duration { return &c.SequencerInterval })},
+		{"sequencer-idle-interval", "TOCSIN_SEQUENCER_IDLE_INTERVAL", "64ms", "slowest outbox probe: each silent second doubles the interval up to this (the first event after a silence waits up to this long)", dur(func(c *Config) *time.Duration { return &c.SequencerIdleInterval })},
 		{"fallback-interval", "TOCSIN_FALLBACK_INTERVAL", "1s", "how often waiting clients are checked for a missed doorbell", dur(func(c *Config) *time.Duration { return &c.FallbackInterval })},
 		{"retention-change", "TOCSIN_RETENTION_CHANGE", "24h", "how long change entries stay in the feed", dur(func(c *Config) *time.Duration { return &c.RetentionChange })},
 		{"retention-inbox", "TOCSIN_RETENTION_INBOX", "90d", "how long notification, digest and message entries stay", dur(func(c *Config) *time.Duration { return &c.RetentionInbox })},
@@ -188,7 +195,7 @@ func settings() []setting {
 		{"debezium-start", "TOCSIN_DEBEZIUM_START", "earliest", "where a partition Tocsin never read starts: earliest (every retained event) or latest", str(func(c *Config) *string { return &c.DebeziumStart })},
 		{"message-group-window", "TOCSIN_MESSAGE_GROUP_WINDOW", "30s", "window of published messages that name a group", dur(func(c *Config) *time.Duration { return &c.MessageGroupWindow })},
 		{"message-group-max", "TOCSIN_MESSAGE_GROUP_MAX", "50", "messages of a group that close its window early", num(func(c *Config) *int { return &c.MessageGroupMax })},
-		{"group-tick", "TOCSIN_GROUP_TICK", "100ms", "how often due digests are promoted and the digest queue polls (bounds window end to delivery)", dur(func(c *Config) *time.Duration { return &c.GroupTick })},
+		{"group-tick", "TOCSIN_GROUP_TICK", "100ms", "shortest pause between two promotions of due digests (a window's end is met within about this)", dur(func(c *Config) *time.Duration { return &c.GroupTick })},
 		{"max-message-bytes", "TOCSIN_MAX_MESSAGE_BYTES", "65536", "largest request body, e.g. of POST /v1/messages (413 beyond)", num(func(c *Config) *int { return &c.MaxMessageBytes })},
 		{"body-read-timeout", "TOCSIN_BODY_READ_TIMEOUT", "10s", "time a request body may take to arrive (400 and the connection closed beyond)", dur(func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 		{"max-recipients", "TOCSIN_MAX_RECIPIENTS", "1000", "most recipients of one published message (400 beyond)", num(func(c *Config) *int { return &c.MaxRecipients })},
@@ -199,6 +206,7 @@ func settings() []setting {
 		{"roles", "TOCSIN_ROLES", "all", "roles of this node: all, or a comma list of api, sequencer, worker, capture", str(func(c *Config) *string { return &c.Roles })},
 		{"log-level", "TOCSIN_LOG_LEVEL", "info", "debug, info, warn or error", str(func(c *Config) *string { return &c.LogLevel })},
 		{"log-format", "TOCSIN_LOG_FORMAT", "text", "text or json", str(func(c *Config) *string { return &c.LogFormat })},
+		{"pprof-addr", "TOCSIN_PPROF_ADDR", "", "loopback address (e.g. 127.0.0.1:6060) of a separate listener serving Go's profiles at /debug/pprof/; off when empty", str(func(c *Config) *string { return &c.PprofAddr })},
 	}
 }
 
@@ -299,7 +307,28 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--log-format (TOCSIN_LOG_FORMAT): %q is not text or json", c.LogFormat))
 	}
+	if c.PprofAddr != "" {
+		if err := checkLoopback(c.PprofAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--pprof-addr (TOCSIN_PPROF_ADDR): %w", err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkLoopback accepts host:port addresses whose host is a loopback IP or localhost: the
+// profiles show the process's internals and are served without authentication.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address (127.0.0.1, ::1 or localhost): profiles are served without authentication", addr)
+	}
+	return nil
 }
 
 // Has reports whether this node runs role ("api", "sequencer", "worker" or "capture").

@@ -95,3 +95,20 @@ func TestFlagsKnowTheirType(t *testing.T) {
 	require.Equal(t, "string", typeOf("addr"))
 	require.Equal(t, "60s", fs.Lookup("long-poll-max").DefValue)
 }
+
+// Profiles are served without authentication, so only on a loopback address, and only
+// when asked for.
+func TestPprofAddrIsOffByDefaultAndLoopbackOnly(t *testing.T) {
+	c, err := load(t)
+	require.NoError(t, err)
+	require.Empty(t, c.PprofAddr)
+	for _, ok := range []string{"127.0.0.1:6060", "[::1]:0", "localhost:6060"} {
+		c, err := load(t, "--pprof-addr", ok)
+		require.NoError(t, err, ok)
+		require.Equal(t, ok, c.PprofAddr)
+	}
+	for _, bad := range []string{"0.0.0.0:6060", ":6060", "10.0.0.1:6060", "127.0.0.1"} {
+		_, err := load(t, "--pprof-addr", bad)
+		require.ErrorContains(t, err, "--pprof-addr (TOCSIN_PPROF_ADDR)", bad)
+	}
+}

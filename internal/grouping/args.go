@@ -7,13 +7,17 @@ import (
 	"github.com/riverqueue/river/rivertype"
 )
 
-// Queue is the River queue of flush jobs. It polls every Tick (see QueueConfig).
+// Queue is the River queue of flush jobs (see QueueConfig).
 const Queue = "tocsin_groups"
 
 // Defaults.
 const (
-	// TickDefault is how often Mover promotes due flush jobs and the flush queue polls.
+	// TickDefault is the shortest pause between two promotions by the Mover.
 	TickDefault = 100 * time.Millisecond
+	// IdleIntervalDefault is the longest the Mover sleeps without a look at the next due job.
+	IdleIntervalDefault = time.Second
+	// QueuePollInterval is how often the flush queue's workers poll without a notification.
+	QueuePollInterval = 5 * time.Second
 	// SweepIntervalDefault is how often Sweep runs.
 	SweepIntervalDefault = time.Minute
 	// SweepGraceDefault is how long past its end a window may wait for its job before

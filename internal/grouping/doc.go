@@ -22,7 +22,8 @@
 //     without a live job (say, one discarded after its last attempt).
 //
 // River's scheduler promotes scheduled jobs on a fixed 5 s tick. Mover promotes due flush
-// jobs itself every Tick (JobRetryTx on rows it holds FOR UPDATE SKIP LOCKED while they
-// are still scheduled), and the flush queue polls every Tick, so a digest reaches the feed
-// within about two ticks of its window's end instead of up to 5 s.
+// jobs itself when they fall due (JobRetryTx on rows it holds FOR UPDATE SKIP LOCKED while
+// they are still scheduled) and wakes the flush queue with River's insert notification, so
+// a digest reaches the feed within about a Tick of its window's end instead of up to 5 s.
+// Between due jobs it sleeps (IdleInterval at most): nothing polls on a short tick at rest.
 package grouping

@@ -3,6 +3,7 @@ package grouping
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -15,6 +16,9 @@ import (
 // client but not a started one: a sequencer-only node inserts with an idle client.
 type Enqueuer struct {
 	client *river.Client[pgx.Tx]
+	// DueFunc, when set, is told when each scheduled flush job falls due (this node's
+	// Mover.Expect), so that the Mover need not poll for it. It must not block.
+	DueFunc func(at time.Time)
 }
 
 // NewEnqueuer returns an Enqueuer inserting through client.
@@ -30,7 +34,11 @@ var _ sequencer.Enqueuer = (*Enqueuer)(nil)
 func (e *Enqueuer) EnqueueFlushesTx(ctx context.Context, tx pgx.Tx, flushes []sequencer.Flush) error {
 	params := make([]river.InsertManyParams, 0, len(flushes))
 	seen := make(map[FlushArgs]bool, len(flushes))
-	var full []bool
+	var (
+		full    []bool
+		anyFull bool
+		due     time.Time
+	)
 	for _, f := range flushes {
 		args := FlushArgs{Recipient: f.Recipient, Route: f.Route, GroupKey: f.GroupKey}
 		if seen[args] { // one batch must not hold a unique key twice
@@ -40,7 +48,9 @@ func (e *Enqueuer) EnqueueFlushesTx(ctx context.Context, tx pgx.Tx, flushes []se
 		opts := &river.InsertOpts{ScheduledAt: f.ClosesAt}
 		isFull := f.Count >= f.MaxCount
 		if isFull {
-			opts = nil // available now, and River wakes the queue
+			opts, anyFull = nil, true // available now
+		} else if due.IsZero() || f.ClosesAt.Before(due) {
+			due = f.ClosesAt
 		}
 		params = append(params, river.InsertManyParams{Args: args, InsertOpts: opts})
 		full = append(full, isFull)
@@ -55,6 +65,16 @@ func (e *Enqueuer) EnqueueFlushesTx(ctx context.Context, tx pgx.Tx, flushes []se
 				return fmt.Errorf("making flush job %d available: %w", r.Job.ID, err)
 			}
 		}
+	}
+	if anyFull {
+		// River notifies its own inserts at most once per queue per fetch cooldown, and
+		// JobRetryTx not at all: wake the flush queue's workers for every full window.
+		if err := notifyQueueTx(ctx, tx); err != nil {
+			return err
+		}
+	}
+	if !due.IsZero() && e.DueFunc != nil {
+		e.DueFunc(due)
 	}
 	return nil
 }

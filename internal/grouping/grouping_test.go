@@ -74,9 +74,13 @@ func setup(t testing.TB, o options) *bundle {
 	rctx, stop := context.WithCancel(ctx)
 	require.NoError(t, client.Start(rctx))
 
-	seq := sequencer.New(db.Pool, sequencer.Config{Enqueuer: grouping.NewEnqueuer(client),
-		MessageGroupWindow: o.window, MessageGroupMax: o.max, RetryInterval: 50 * time.Millisecond}, quiet)
 	mover := grouping.NewMover(db.Pool, client, grouping.Config{Tick: o.tick}, quiet)
+	enqueuer := grouping.NewEnqueuer(client)
+	if !o.noMover {
+		enqueuer.DueFunc = mover.Expect
+	}
+	seq := sequencer.New(db.Pool, sequencer.Config{Enqueuer: enqueuer,
+		MessageGroupWindow: o.window, MessageGroupMax: o.max, RetryInterval: 50 * time.Millisecond}, quiet)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = seq.Run(rctx) })
 	if !o.noMover {

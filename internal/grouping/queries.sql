@@ -35,3 +35,12 @@ SELECT id FROM tocsin.river_job
 WHERE state = 'scheduled' AND queue = $1 AND scheduled_at <= now()
 ORDER BY scheduled_at LIMIT 1000
 FOR UPDATE SKIP LOCKED;
+
+-- name: river_job_next_flush
+-- When the earliest flush job still scheduled in queue $1 falls due (NULL when none).
+SELECT min(scheduled_at) FROM tocsin.river_job WHERE state = 'scheduled' AND queue = $1;
+
+-- name: river_insert_notify
+-- River's "new available jobs" notification ($1 the channel, $2 the payload naming the
+-- queue), as River's own inserts send it.
+SELECT pg_notify($1, $2);

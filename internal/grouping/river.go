@@ -10,8 +10,12 @@ import (
 
 // Config configures grouping's River side. Zero values take the defaults.
 type Config struct {
-	// Tick is how often Mover promotes due flush jobs and the flush queue polls.
+	// Tick is the shortest pause between two promotions of due flush jobs by the Mover: a
+	// window's end is met within about a tick.
 	Tick time.Duration
+	// IdleInterval is the longest the Mover sleeps without looking up the next due flush
+	// job (jobs that other nodes' sequencers enqueue are found by that look).
+	IdleInterval time.Duration
 	// SweepInterval is how often Sweep runs; SweepGrace how long past its end a window
 	// may wait for its job before Sweep enqueues another.
 	SweepInterval time.Duration
@@ -27,6 +31,10 @@ func (c Config) withDefaults() Config {
 	if c.Tick <= 0 {
 		c.Tick = TickDefault
 	}
+	if c.IdleInterval <= 0 {
+		c.IdleInterval = IdleIntervalDefault
+	}
+	c.IdleInterval = max(c.IdleInterval, c.Tick)
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = SweepIntervalDefault
 	}
@@ -45,11 +53,13 @@ func AddWorkers(workers *river.Workers, pool *pgxpool.Pool, cfg Config, log *slo
 	river.AddWorker(workers, NewSweepWorker(pool, cfg))
 }
 
-// QueueConfig is the flush queue's configuration for river.Config.Queues: it polls every
-// Tick, with MaxWorkers workers.
+// QueueConfig is the flush queue's configuration for river.Config.Queues, with MaxWorkers
+// workers. Its workers fetch when notified (River's inserts, the Mover's and the
+// Enqueuer's promotions) and poll only every QueuePollInterval, in case a notification
+// was lost.
 func QueueConfig(cfg Config) river.QueueConfig {
 	cfg = cfg.withDefaults()
-	return river.QueueConfig{MaxWorkers: cfg.MaxWorkers, FetchPollInterval: cfg.Tick,
+	return river.QueueConfig{MaxWorkers: cfg.MaxWorkers, FetchPollInterval: QueuePollInterval,
 		FetchCooldown: min(cfg.Tick, river.FetchCooldownDefault)}
 }
 

@@ -27,6 +27,8 @@ var (
 	groupWindowCloseSQL   = queries.Get("group_window_close")
 	groupWindowOverdueSQL = queries.Get("group_window_overdue")
 	riverJobDueFlushesSQL = queries.Get("river_job_due_flushes")
+	riverJobNextFlushSQL  = queries.Get("river_job_next_flush")
+	riverInsertNotifySQL  = queries.Get("river_insert_notify")
 )
 
 // Digest is the data of a feed entry of kind `digest`.

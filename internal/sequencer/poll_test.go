@@ -20,7 +20,7 @@ func TestNextPollInterval(t *testing.T) {
 	require.Equal(t, []time.Duration{4 * time.Millisecond, 8 * time.Millisecond, slow, slow, slow}, got)
 	require.Equal(t, fast, nextPollInterval(slow, true, fast, slow))
 
-	c := Config{PollInterval: 20 * time.Millisecond}
+	c := Config{PollInterval: 100 * time.Millisecond}
 	c.withDefaults()
-	require.Equal(t, 20*time.Millisecond, c.IdlePollInterval, "never faster than PollInterval")
+	require.Equal(t, 100*time.Millisecond, c.IdlePollInterval, "never faster than PollInterval")
 }

@@ -23,7 +23,7 @@
 //     so that an idle cluster costs one round trip per WaitTimeout, not one per probe. It is
 //     one probe for the whole cluster, not one per client. Each silent WaitTimeout doubles
 //     the interval up to IdlePollInterval, and the first row found restores PollInterval:
-//     a busy feed keeps its latency, an idle cluster probes an eighth as often.
+//     a busy feed keeps its latency, an idle cluster probes a thirty-second as often.
 package sequencer
 
 import (
@@ -90,7 +90,7 @@ type Enqueuer interface {
 // Defaults.
 const (
 	PollIntervalDefault     = 2 * time.Millisecond
-	IdlePollIntervalDefault = 16 * time.Millisecond
+	IdlePollIntervalDefault = 64 * time.Millisecond
 	WaitTimeoutDefault      = time.Second
 	BatchLimitDefault       = 1000
 	// MessageGroupWindowDefault and MessageGroupMaxDefault apply to grouped messages.
