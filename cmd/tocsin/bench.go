@@ -76,6 +76,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		perTx := fs.String("per-tx", "1", "comma list of events per publishing transaction, one run each")
 		fs.IntVar(&cfg.Writers, "writers", bench.LatencyWritersDefault, "connections publishing side by side")
 		fs.DurationVar(&cfg.Rest, "rest", bench.RestDefault, "CPU at rest is measured this long, clients connected, before the run")
+		fs.StringVar(&cfg.Roles, "roles", bench.LatencyRolesDefault, "roles of the measured tocsin serve (all: River's workers too)")
 		if err := fs.parse(args[1:]); err != nil {
 			return err
 		}

@@ -49,6 +49,9 @@ type LatencyConfig struct {
 	// Rest is how long CPU is measured with the clients connected and nothing published,
 	// before the run (RestDefault when zero).
 	Rest time.Duration
+	// Roles are the roles of the measured `tocsin serve` (LatencyRolesDefault when empty;
+	// "all" adds River's workers and the grouping mover to what is measured).
+	Roles string
 }
 
 // Defaults of LatencyConfig.
@@ -59,6 +62,7 @@ const (
 	LatencyDurationDefault = 10 * time.Second
 	LatencyClientsDefault  = 100
 	LatencyWritersDefault  = 8
+	LatencyRolesDefault    = "api,sequencer"
 	// latencyCatchUpIdle is how long the bench waits for a missing event after the last
 	// arrival before it counts the rest as lost.
 	latencyCatchUpIdle = 15 * time.Second
@@ -87,6 +91,9 @@ func (c LatencyConfig) withDefaults() LatencyConfig {
 	if c.Rest <= 0 {
 		c.Rest = RestDefault
 	}
+	if c.Roles == "" {
+		c.Roles = LatencyRolesDefault
+	}
 	return c
 }
 
@@ -110,6 +117,9 @@ type LatencyResult struct {
 	// published (the writers' own transactions included); AtRest, with the clients
 	// connected and nothing published.
 	CPU, AtRest CPUShare
+	// Sessions and SessionsAtRest split PostgreSQL's CPU by session (nil when the server
+	// is not on this machine).
+	Sessions, SessionsAtRest SessionShares
 	// Reconnects and Errors count the clients' failed or ended requests.
 	Reconnects, Errors int64
 	ErrorKinds         map[string]int64
@@ -166,6 +176,13 @@ func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]Latenc
 		fmt.Fprintf(out, "%-10s %3d/tx publishing: %s%s\n", r.Transport, r.PerTx, r.CPU, perEvent)
 		fmt.Fprintf(out, "%-10s %3d/tx at rest:    %s (%d clients connected, %s)\n", r.Transport, r.PerTx, r.AtRest, cfg.Clients, cfg.Rest)
 	}
+	if len(results) > 0 && results[0].Sessions != nil {
+		fmt.Fprintf(out, "PostgreSQL's CPU by session (application_name; tocsin = the node's pool: fan-out reads, API, settings, River)\n")
+		for _, r := range results {
+			fmt.Fprintf(out, "%-10s %3d/tx publishing: %s\n", r.Transport, r.PerTx, r.Sessions.String(r.CPU.Postgres))
+			fmt.Fprintf(out, "%-10s %3d/tx at rest:    %s\n", r.Transport, r.PerTx, r.SessionsAtRest.String(r.AtRest.Postgres))
+		}
+	}
 	var failures []error
 	for _, r := range results {
 		if r.Errors > 0 {
@@ -187,7 +204,8 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	}
 	defer sc.close()
 	// The server under measurement is a real `tocsin serve` process, as a deployment runs it.
-	base, pid, stopNode, err := startServe(ctx, cfg.Binary, sc, "--max-connections", strconv.Itoa(cfg.Clients+1000))
+	base, pid, stopNode, err := startServe(ctx, cfg.Binary, sc, "--max-connections", strconv.Itoa(cfg.Clients+1000),
+		"--roles", cfg.Roles)
 	if err != nil {
 		return LatencyResult{}, err
 	}
@@ -220,12 +238,16 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	time.Sleep(500 * time.Millisecond)
 	postgres := postmasterPID(ctx, sc.ctl)
 	rest := startCPUWatch(pid, postgres)
+	restSessions := startSessionWatch(ctx, sc.ctl, postgres)
 	time.Sleep(cfg.Rest)
 	atRest := rest.stop()
+	sessionsAtRest := restSessions.stop()
 
 	busy := startCPUWatch(pid, postgres)
+	busySessions := startSessionWatch(ctx, sc.ctl, postgres)
 	writeErr := pub.run(ctx)
 	cpu := busy.stop()
+	sessions := busySessions.stop()
 	arr.waitAll(ctx, &received, int64(total), latencyCatchUpIdle)
 	stopClients()
 	waitClients()
@@ -234,7 +256,7 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	}
 
 	r := LatencyResult{Transport: transport, PerTx: perTx, Rate: cfg.Rate, Events: total, Received: int(received.Load()),
-		CPU: cpu, AtRest: atRest, Published: pub.rate(), Reconnects: stats.reconnects.Load()}
+		CPU: cpu, AtRest: atRest, Sessions: sessions, SessionsAtRest: sessionsAtRest, Published: pub.rate(), Reconnects: stats.reconnects.Load()}
 	r.Errors, r.ErrorKinds = stats.errs.snapshot()
 	lost, dup := arr.lostAndDuplicated()
 	r.Lost, r.Duplicated = int(lost), int(dup)

@@ -40,4 +40,15 @@ func TestRunLatency(t *testing.T) {
 		}
 	}
 	require.Contains(t, report.String(), "load average")
+
+	// PostgreSQL runs on this machine: its CPU is split by session, and the sequencer's
+	// connection is named so.
+	names := map[string]bool{}
+	for _, r := range res {
+		for _, s := range r.Sessions {
+			names[s.Name] = true
+		}
+	}
+	require.True(t, names["tocsin-sequencer"], "sessions measured: %v", names)
+	require.Contains(t, report.String(), "PostgreSQL's CPU by session")
 }

@@ -15,3 +15,9 @@ FROM unnest($1::text[], $2::bigint[]) AS t(r, n);
 -- name: bench_publish_fanout
 -- One event to many recipients in one call.
 SELECT tocsin.publish($1::text[], 'bench', jsonb_build_object('n', $2::bigint));
+
+-- name: backend_names
+-- Every session of the server and what it is: its application_name (tocsin-sequencer,
+-- tocsin-doorbell, tocsin for the node's pool, tocsin-bench for the bench's own) or, without
+-- one, its backend type (walwriter, checkpointer, …).
+SELECT pid, coalesce(nullif(application_name, ''), backend_type, 'unknown') FROM pg_stat_activity;

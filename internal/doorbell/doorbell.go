@@ -20,6 +20,9 @@ import (
 	"github.com/tocsin/tocsin/internal/sqlfile"
 )
 
+// ApplicationName names the listening session in pg_stat_activity.
+const ApplicationName = "tocsin-doorbell"
+
 // Channel is the NOTIFY channel the sequencer rings (see tocsin.sequence_batch).
 const Channel = "tocsin_doorbell"
 
@@ -82,7 +85,12 @@ func (l *Listener) Run(ctx context.Context) error {
 }
 
 func (l *Listener) listen(ctx context.Context, first bool) error {
-	conn, err := pgx.Connect(ctx, l.cfg.DatabaseURL)
+	ccfg, err := pgx.ParseConfig(l.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("parsing the database URL: %w", err)
+	}
+	ccfg.RuntimeParams["application_name"] = ApplicationName
+	conn, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
 		return fmt.Errorf("connecting to listen: %w", err)
 	}

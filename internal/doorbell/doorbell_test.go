@@ -98,10 +98,13 @@ func (r *rings) get() []int64 {
 	return append([]int64(nil), r.heads...)
 }
 
+// listening counts the sessions listening for the doorbell, named as the listener names
+// its own (pg_stat_activity tells it from the pool's sessions).
 func listening(t *testing.T, db *pgtest.DB) int {
 	var n int
 	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND query = 'LISTEN `+doorbell.Channel+`'`).Scan(&n))
+		WHERE datname = current_database() AND query = 'LISTEN `+doorbell.Channel+`'
+		  AND application_name = $1`, doorbell.ApplicationName).Scan(&n))
 	return n
 }
 

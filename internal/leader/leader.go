@@ -33,6 +33,10 @@ type Config struct {
 	RetryInterval time.Duration
 }
 
+// ApplicationNamePrefix and the role name the session that holds a role's lock in
+// pg_stat_activity ("tocsin-sequencer", "tocsin-capture").
+const ApplicationNamePrefix = "tocsin-"
+
 // Defaults.
 const (
 	StandbyIntervalDefault = time.Second
@@ -109,7 +113,7 @@ func (e *Elector) Lead(ctx context.Context, lead LeadFunc) error {
 		case <-t.C:
 		}
 		var won bool
-		if err := raw.QueryRow(ctx, leaderTryLockSQL, e.cfg.Key).Scan(&won); err != nil {
+		if err := raw.QueryRow(ctx, leaderTryLockSQL, e.cfg.Key, ApplicationNamePrefix+e.cfg.Role).Scan(&won, nil); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

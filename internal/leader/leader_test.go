@@ -180,3 +180,19 @@ func TestLeadReturnsWhenContextEndsWhileStandby(t *testing.T) {
 	require.NoError(t, <-res)
 	require.False(t, ran)
 }
+
+// The leader's session is named after its role, so pg_stat_activity (and the benches'
+// CPU per connection) tell the role's connection from the pool's.
+func TestLeaderSessionIsNamedAfterItsRole(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	err := leader.New(db.Pool, cfg(), quiet).Lead(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
+		var name string
+		if err := conn.QueryRow(ctx, `SELECT current_setting('application_name')`).Scan(&name); err != nil {
+			return err
+		}
+		require.Equal(t, "tocsin-test", name)
+		return nil
+	})
+	require.NoError(t, err)
+}
