@@ -105,7 +105,7 @@ func TestCommandHelpListsOnlyItsFlagsWithTypesAndDefaults(t *testing.T) {
 		{args: []string{"routes", "apply"}, flags: []string{"capture-default", "database-url"}},
 		{args: []string{"switch", "push"}, flags: []string{"database-url"}},
 		{args: []string{"capture", "drop-slot"}, flags: []string{"database-url"}},
-		{args: []string{"bench", "latency"}, flags: []string{"clients", "database-url", "duration", "per-tx", "private", "rate", "rest", "transports", "writers"},
+		{args: []string{"bench", "latency"}, flags: []string{"clients", "database-url", "duration", "per-tx", "private", "rate", "rest", "roles", "transports", "writers"},
 			lines: []string{"--rate int events per second (default 1000)", "--private use a private durable cluster even where another server is configured"}},
 		{args: []string{"version"}, flags: []string{}},
 		{args: []string{"serve"}, lines: []string{
