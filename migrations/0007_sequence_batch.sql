@@ -1,6 +1,9 @@
 -- The sequencer's batch: the named steps of tocsin.sequence_batch (the function itself is
--- in 0020; the steps' current PL/pgSQL definitions are in 0030_sequence_steps_and_publish_plpgsql.sql). (0002 and 0005 created earlier versions; those definitions were removed from
--- those files, and a database migrated before drops them here.)
+-- in 0020; the steps' current PL/pgSQL definitions are in
+-- 0030_sequence_steps_and_publish_plpgsql.sql, steps 1 and 6 in
+-- 0061_sequence_take_write_generic_plans.sql). (0002 and 0005 created earlier versions;
+-- those definitions were removed from those files, and a database migrated before drops
+-- them here.)
 --
 -- One batch transaction at a time (the FOR UPDATE on feed_state serialises sequencers even
 -- if two ever believed themselves leader) moves committed outbox rows into the feed:

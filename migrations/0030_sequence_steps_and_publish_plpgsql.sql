@@ -1,7 +1,7 @@
 -- The sequencer's steps (see 0007_sequence_batch.sql for the batch they make up) and
--- tocsin.publish, in PL/pgSQL: the one definition of steps 2 to 6 (step 1 and publish's
+-- tocsin.publish, in PL/pgSQL: the one definition of steps 2 to 5 (step 1 and publish's
 -- array form moved to 0060, which replaced them when outbox rows began to name their route
--- by id). They replace the SQL-language versions that 0007 and 0002 created in databases
+-- by id, step 6 to 0061). They replace the SQL-language versions that 0007 and 0002 created in databases
 -- migrated before, with the same statements. A SQL-language function that cannot be
 -- inlined is planned again on every call; PL/pgSQL keeps each statement's plan for the
 -- session. Measured: planning the steps was most of the sequencer's CPU per batch, and
@@ -143,33 +143,8 @@ BEGIN
 END;
 $$;
 
--- Step 6: writes the entries into the feed, removes the inbox rows of the digests they
--- supersede and adds theirs (the inbox triggers keep the counts). Returns the highest
--- position written.
-CREATE OR REPLACE FUNCTION tocsin.sequence_write(entries tocsin.batch_entry[]) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    result bigint;
-BEGIN
-    WITH gone AS (
-        DELETE FROM tocsin.inbox i
-        WHERE i.position IN (SELECT e.replaces FROM unnest(entries) e WHERE e.replaces IS NOT NULL)
-    ), inboxed AS (
-        INSERT INTO tocsin.inbox (position, recipient, kind, route, group_key)
-        SELECT e.position, e.recipient, e.kind, coalesce(e.route, ''), e.group_key
-        FROM unnest(entries) e WHERE e.in_inbox
-    ), inserted AS (
-        INSERT INTO tocsin.feed (position, recipient, route, topic, kind, op, table_name, key, data,
-                                 old, changed, group_key, created_at, replaces)
-        SELECT e.position, e.recipient, e.route, e.topic, e.kind, e.op, e.table_name, e.key, e.data,
-               e.old, e.changed, e.group_key, e.created_at, e.replaces
-        FROM unnest(entries) e
-        RETURNING position
-    )
-    SELECT max(position) INTO result FROM inserted;
-    RETURN result;
-END;
-$$;
+-- Step 6, tocsin.sequence_write, is defined in 0061_sequence_take_write_generic_plans.sql
+-- (this file held its PL/pgSQL version, one statement whose plan was made again per batch).
 
 -- tocsin.publish(recipients text[], …) is defined in
 -- 0060_outbox_route_op_sequence_take_publish.sql (this file held its PL/pgSQL version before

@@ -1,6 +1,6 @@
 -- A smaller outbox row: a route's constants travel as a small id, and the sequencer derives
--- them when it takes the row. Replaces tocsin.sequence_take and tocsin.publish (first
--- defined in 0030); this file is their one definition.
+-- them when it takes the row. Replaces tocsin.publish (first defined in 0030); this file is
+-- its one definition. It replaced tocsin.sequence_take too, whose definition moved to 0061.
 --
 -- A route trigger's outbox row used to repeat, as text, the route's name, topic, kind, the
 -- operation and the table: the same five values in every row, most of the row's bytes
@@ -37,28 +37,8 @@ ALTER TABLE tocsin.outbox
     ADD CONSTRAINT outbox_route_op_or_topic_kind
         CHECK (route_op IS NOT NULL OR (topic IS NOT NULL AND kind IS NOT NULL));
 
--- Step 1 of the batch (0007): deletes and returns up to batch_limit committed outbox rows,
--- in id order, with the values of their route_op filled in, so that the later steps see
--- every row in the same, complete form.
-CREATE OR REPLACE FUNCTION tocsin.sequence_take(batch_limit integer) RETURNS tocsin.outbox[]
-LANGUAGE plpgsql AS $$
-DECLARE
-    result tocsin.outbox[];
-BEGIN
-    WITH taken AS (
-        DELETE FROM tocsin.outbox o
-        WHERE o.id IN (SELECT id FROM tocsin.outbox ORDER BY id LIMIT batch_limit)
-        RETURNING o.*
-    )
-    SELECT array_agg(ROW(t.id, t.recipient, coalesce(r.route, t.route), coalesce(r.topic, t.topic),
-                         coalesce(r.kind, t.kind), coalesce(r.op, t.op), coalesce(r.table_name, t.table_name),
-                         t.key, t.data, t.old, t.changed, t.group_key, t.created_at, t.route_op
-                     )::tocsin.outbox ORDER BY t.id)
-    INTO result
-    FROM taken t LEFT JOIN tocsin.route_op r ON r.id = t.route_op;
-    RETURN result;
-END;
-$$;
+-- tocsin.sequence_take, step 1 of the batch, is defined in
+-- 0061_sequence_take_write_generic_plans.sql: it fills in the values of a row's route_op.
 
 -- The transactional outbox for applications: call inside your own transaction; the message
 -- becomes visible to its recipients when (and only if) that transaction commits.
