@@ -115,6 +115,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, out io.Writer) (FanoutResu
 	for i := range recipients {
 		recipients[i] = recipient(i)
 	}
+	waitConnected(ctx, base, cfg.Clients)
 	time.Sleep(500 * time.Millisecond) // let the clients park
 	postgres := postmasterPID(ctx, sc.ctl)
 	busy := startCPUWatch(pid, postgres)

@@ -120,6 +120,8 @@ type LatencyResult struct {
 	// Sessions and SessionsAtRest split PostgreSQL's CPU by session (nil when the server
 	// is not on this machine).
 	Sessions, SessionsAtRest SessionShares
+	// Pipeline is what the node's sequencer did meanwhile (from its /metrics).
+	Pipeline pipeline
 	// Reconnects and Errors count the clients' failed or ended requests.
 	Reconnects, Errors int64
 	ErrorKinds         map[string]int64
@@ -183,6 +185,9 @@ func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]Latenc
 			fmt.Fprintf(out, "%-10s %3d/tx at rest:    %s\n", r.Transport, r.PerTx, r.SessionsAtRest.String(r.AtRest.Postgres))
 		}
 	}
+	for _, r := range results {
+		fmt.Fprintf(out, "%-10s %3d/tx %s\n", r.Transport, r.PerTx, r.Pipeline)
+	}
 	var failures []error
 	for _, r := range results {
 		if r.Errors > 0 {
@@ -235,6 +240,7 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 		}
 	})
 	// Let the clients park (each has its cursor already), then measure the CPU at rest.
+	waitConnected(ctx, base, cfg.Clients)
 	time.Sleep(500 * time.Millisecond)
 	postgres := postmasterPID(ctx, sc.ctl)
 	rest := startCPUWatch(pid, postgres)
@@ -245,10 +251,12 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 
 	busy := startCPUWatch(pid, postgres)
 	busySessions := startSessionWatch(ctx, sc.ctl, postgres)
+	watch := startPipelineWatch(base)
 	writeErr := pub.run(ctx)
 	cpu := busy.stop()
 	sessions := busySessions.stop()
 	arr.waitAll(ctx, &received, int64(total), latencyCatchUpIdle)
+	pipe := watch.end()
 	stopClients()
 	waitClients()
 	if writeErr != nil {
@@ -256,7 +264,8 @@ func runLatencyOnce(ctx context.Context, srv *server, cfg LatencyConfig, transpo
 	}
 
 	r := LatencyResult{Transport: transport, PerTx: perTx, Rate: cfg.Rate, Events: total, Received: int(received.Load()),
-		CPU: cpu, AtRest: atRest, Sessions: sessions, SessionsAtRest: sessionsAtRest, Published: pub.rate(), Reconnects: stats.reconnects.Load()}
+		CPU: cpu, AtRest: atRest, Sessions: sessions, SessionsAtRest: sessionsAtRest, Published: pub.rate(), Reconnects: stats.reconnects.Load(),
+		Pipeline: pipe}
 	r.Errors, r.ErrorKinds = stats.errs.snapshot()
 	lost, dup := arr.lostAndDuplicated()
 	r.Lost, r.Duplicated = int(lost), int(dup)

@@ -1,13 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,7 +121,7 @@ func newFollowStats() *followStats { return &followStats{errs: errorKinds{kinds:
 
 // follow runs every client until ctx ends: each reads its feed over its transport from its
 // cursor and, after an error or the end of a stream, reconnects from that cursor after a
-// random pause of up to retry. got is called for each event as it arrives, from the
+// random pause of up to retry (at once after a stream the server ended cleanly). got is called for each event as it arrives, from the
 // client's goroutine. The returned func waits for the clients to stop.
 func (l *loadClients) follow(ctx context.Context, retry time.Duration, stats *followStats,
 	got func(c *loadClient, e soakEvent, at time.Time)) (wait func()) {
@@ -149,8 +150,13 @@ func (l *loadClients) follow(ctx context.Context, retry time.Duration, stats *fo
 					return
 				}
 				stats.reconnects.Add(1)
+				var ended endedByServer
+				if errors.As(err, &ended) {
+					stats.errs.ended(ended.frame)
+					continue // a clean end asks for a reconnect, at once
+				}
 				if err != nil {
-					stats.errs.add(c.transport, plainError(err))
+					stats.errs.add(c.transport, err)
 				}
 				if retry > 0 {
 					_ = sleep(ctx, rand.N(retry))
@@ -159,16 +165,6 @@ func (l *loadClients) follow(ctx context.Context, retry time.Duration, stats *fo
 		})
 	}
 	return wg.Wait
-}
-
-// plainError drops the URL from a client error: it differs for every client and cursor,
-// and errors are counted by kind.
-func plainError(err error) error {
-	var uerr *url.Error
-	if errors.As(err, &uerr) {
-		return errors.New(uerr.Op + ": " + uerr.Err.Error())
-	}
-	return err
 }
 
 // loadPublisher publishes events 0…Total-1, event n to recipient n mod Recipients with
@@ -183,7 +179,7 @@ type loadPublisher struct {
 	Total      int
 	Recipients int
 
-	// commitAt is, per event, the clock just before its transaction's COMMIT (Unix ns).
+	// commitAt is, per event, the clock just before its transaction was sent (Unix ns).
 	commitAt []atomic.Int64
 	// perRecipient counts each recipient's committed events.
 	perRecipient []atomic.Int64
@@ -233,22 +229,16 @@ func (p *loadPublisher) run(ctx context.Context) error {
 	return err
 }
 
-// publish commits one transaction of events.
+// publish commits one transaction of events: one statement, which commits by itself
+// (one round trip). Its events' clock starts just before the statement is sent, so their
+// latency includes the statement's own execution and commit.
 func (p *loadPublisher) publish(ctx context.Context, recipients []string, numbers []int64) error {
-	tx, err := p.Pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("beginning a publishing transaction: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, benchPublishBatchSQL, recipients, numbers); err != nil {
-		return fmt.Errorf("publishing: %w", err)
-	}
 	now := time.Now().UnixNano()
 	for _, n := range numbers {
 		p.commitAt[n].Store(now)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("committing published events: %w", err)
+	if _, err := p.Pool.Exec(ctx, benchPublishBatchSQL, recipients, numbers); err != nil {
+		return fmt.Errorf("publishing: %w", err)
 	}
 	for _, n := range numbers {
 		p.perRecipient[int(n)%p.Recipients].Add(1)
@@ -349,4 +339,99 @@ func errorLines(kinds map[string]int64) string {
 		fmt.Fprintf(&b, "  %8d  %s\n", kinds[k], k)
 	}
 	return b.String()
+}
+
+// scrapeMetrics reads the named series (exact names with their labels, as /metrics prints
+// them) from the server's /metrics; absent series are missing from the result.
+func scrapeMetrics(base string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// pipelineWatch samples the node's sequencer while events are published: the largest
+// outbox backlog seen (rows committed, not yet sequenced), and the rows per batch.
+type pipelineWatch struct {
+	base       string
+	stop       chan struct{}
+	done       chan struct{}
+	maxBacklog float64
+	rows0, n0  float64
+}
+
+const (
+	metricBacklog   = "tocsin_outbox_backlog"
+	metricBatchSum  = "tocsin_sequencer_batch_rows_sum"
+	metricBatchN    = "tocsin_sequencer_batch_rows_count"
+	metricFanoutRds = "tocsin_hub_fanout_reads_total"
+)
+
+func startPipelineWatch(base string) *pipelineWatch {
+	w := &pipelineWatch{base: base, stop: make(chan struct{}), done: make(chan struct{})}
+	m := scrapeMetrics(base, metricBatchSum, metricBatchN)
+	w.rows0, w.n0 = m[metricBatchSum], m[metricBatchN]
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+				w.maxBacklog = max(w.maxBacklog, scrapeMetrics(base, metricBacklog)[metricBacklog])
+			}
+		}
+	}()
+	return w
+}
+
+// pipeline is what a pipelineWatch saw.
+type pipeline struct {
+	MaxBacklog   float64 // outbox rows not yet sequenced, the most seen
+	Batches      float64 // sequencer batches
+	RowsPerBatch float64
+}
+
+func (w *pipelineWatch) end() pipeline {
+	close(w.stop)
+	<-w.done
+	m := scrapeMetrics(w.base, metricBatchSum, metricBatchN)
+	p := pipeline{MaxBacklog: w.maxBacklog, Batches: m[metricBatchN] - w.n0}
+	if p.Batches > 0 {
+		p.RowsPerBatch = (m[metricBatchSum] - w.rows0) / p.Batches
+	}
+	return p
+}
+
+func (p pipeline) String() string {
+	return fmt.Sprintf("sequencer: %.0f batches of %.1f rows on average, outbox backlog at most %.0f rows",
+		p.Batches, p.RowsPerBatch, p.MaxBacklog)
+}
+
+// waitConnected waits until the node holds n connections (streams and parked long polls),
+// or up to a minute.
+func waitConnected(ctx context.Context, base string, n int) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if scrapeMetrics(base, "tocsin_connections")["tocsin_connections"] >= float64(n) {
+			return
+		}
+		_ = sleep(ctx, 100*time.Millisecond)
+	}
 }

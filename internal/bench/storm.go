@@ -93,6 +93,8 @@ type StormResult struct {
 	CaughtUp, CaughtUpHalf time.Duration
 	Reconnects, Errors     int64
 	ErrorKinds             map[string]int64
+	// StreamEnds counts the streams the old node ended with a final frame, by frame.
+	StreamEnds map[string]int64
 	// Steady is the CPU while publishing before the restart; Storm, over StormWindow from
 	// the new node's readiness (until every client caught up, at least stormCPUWindow).
 	Steady, Storm CPUShare
@@ -150,6 +152,7 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 			c.received.Add(1)
 		}
 	})
+	waitConnected(ctx, node.base, cfg.Clients)
 	time.Sleep(500 * time.Millisecond) // let the clients park
 	postgres := postmasterPID(ctx, sc.ctl)
 
@@ -222,6 +225,7 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 	res.Lost, res.Duplicated = arr.lostAndDuplicated()
 	res.Reconnects = stats.reconnects.Load()
 	res.Errors, res.ErrorKinds = stats.errs.snapshot()
+	res.StreamEnds = stats.errs.endings()
 
 	signal := map[string]string{"term": "SIGTERM", "kill": "SIGKILL"}[cfg.Stop]
 	fmt.Fprintf(out, "reconnect storm — %d %s clients with cursors, %d events/s for %s, the node stopped (%s) "+
@@ -234,7 +238,10 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 	fmt.Fprintf(out, "  CPU steady            %s\n", res.Steady)
 	fmt.Fprintf(out, "  CPU storm             %s (the %s from ready)\n", res.Storm, res.StormWindow.Round(10*time.Millisecond))
 	fmt.Fprintf(out, "  events                sent %d, received %d, lost %d, duplicated %d\n", res.Sent, res.Received, res.Lost, res.Duplicated)
-	fmt.Fprintf(out, "  clients               %d reconnects, %d failed or ended requests, by kind:\n%s", res.Reconnects, res.Errors, errorLines(res.ErrorKinds))
+	fmt.Fprintf(out, "  clients               %d reconnects, %d failed requests, by kind:\n%s", res.Reconnects, res.Errors, errorLines(res.ErrorKinds))
+	if len(res.StreamEnds) > 0 {
+		fmt.Fprintf(out, "  streams ended by the server with a final frame, by frame:\n%s", errorLines(res.StreamEnds))
+	}
 	fmt.Fprintf(out, "reproduce: tocsin bench storm --clients %d --rate %d --duration %s --down %s --retry %s --transport %s --stop %s\n",
 		cfg.Clients, cfg.Rate, cfg.Duration, cfg.Down, cfg.Retry, cfg.Transport, cfg.Stop)
 	var failures []error
