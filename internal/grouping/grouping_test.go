@@ -331,7 +331,15 @@ func TestDigestSupersedesOnlyUnreadDigest(t *testing.T) {
 func TestSweepFlushesWindowWithoutJob(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t, options{window: time.Hour, max: 50})
+	// The sweep's flush job waits until the second sweep is done: had it committed in
+	// between, that sweep would have read the window before the commit and found no live job.
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	b := setup(t, options{window: time.Hour, max: 50, hooksFor: func(w *grouping.FlushWorker) {
+		grouping.SetHooks(w, func(grouping.FlushArgs) { <-release }, nil)
+	}})
+	t.Cleanup(open) // before setup's cleanup stops the River client
 	b.change(t, "alice", 1, "[9]")
 	require.Eventually(t, func() bool {
 		return b.count(t, `SELECT count(*) FROM tocsin.group_window`) == 1
@@ -346,5 +354,6 @@ func TestSweepFlushesWindowWithoutJob(t *testing.T) {
 	n, err = grouping.Sweep(ctx, b.db.Pool, b.client, time.Second)
 	require.NoError(t, err)
 	require.Zero(t, n, "a window with a live job is left alone")
+	open()
 	require.Equal(t, 1, b.waitDigests(t, "alice", 1, 15*time.Second)[0].Digest.Count)
 }
