@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -17,22 +18,29 @@ import (
 // commit order (streaming is off: the server spills big ones to disk). Several of them
 // share one Tocsin transaction, committed as soon as no message is waiting (or BatchRows is
 // reached), together with the commit LSN of the last one: a replay skips what is ≤ it.
+//
+// A batch's rows wait in memory and go in one round trip with the applied LSN; only a batch
+// that outgrows FlushRows opens its transaction early and writes its rows as they come.
+// Each round trip is a wake-up of the consumer's backend and of this process, and on a
+// busy machine each wake-up may wait for a core. The transaction commits without waiting
+// for the WAL flush; the slot is confirmed only past what is flushed (see acks).
 type applier struct {
 	c         *Consumer
 	conn      *pgx.Conn
 	router    *routes.Router
 	enabled   bool          // the capture switch, as of the stream's position
 	applied   pglogrepl.LSN // commit LSN of the last transaction whose rows committed
-	prog      *progress
+	acks      acks
 	types     *typeCache
 	relations map[uint32]*relation
 
-	tx      pgx.Tx // open Tocsin transaction, or nil
+	tx      pgx.Tx // open Tocsin transaction (a batch larger than FlushRows), or nil
 	buf     []outbox.Row
-	txRows  int           // rows in tx, written or buffered
+	txRows  int           // rows of the batch, written or buffered
 	lastLSN pglogrepl.LSN // commit LSN to record with tx
 	commits []Applied     // source transactions in tx, for AppliedFunc
 	endLSN  pglogrepl.LSN // end of the last source transaction processed
+	written pglogrepl.LSN // WAL position just after the last Tocsin commit
 	seq     uint64        // last message processed
 	inTxn   bool          // between Begin and Commit
 	skip    bool          // the current source transaction was applied before
@@ -47,9 +55,10 @@ func (a *applier) run(ctx context.Context, ch <-chan item) error {
 			_ = a.tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
+	flushCheck := flushCheckIntervalMin
 	for {
 		var it item
-		if a.tx != nil && !a.inTxn {
+		if a.txRows > 0 && !a.inTxn {
 			select {
 			case it = <-ch:
 			default:
@@ -58,6 +67,19 @@ func (a *applier) run(ctx context.Context, ch <-chan item) error {
 				}
 				continue
 			}
+		} else if a.acks.waiting() {
+			select {
+			case it = <-ch:
+				flushCheck = flushCheckIntervalMin
+			case <-time.After(flushCheck):
+				if err := a.checkFlushed(ctx); err != nil {
+					return err
+				}
+				flushCheck = min(2*flushCheck, a.c.cfg.StatusInterval)
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		} else {
 			select {
 			case it = <-ch:
@@ -65,18 +87,17 @@ func (a *applier) run(ctx context.Context, ch <-chan item) error {
 				return ctx.Err()
 			}
 		}
-		if err := a.handle(ctx, it.msg); err != nil {
+		if err := a.handle(ctx, it); err != nil {
 			return err
 		}
 		a.seq = it.seq
-		if !a.inTxn && a.tx != nil && a.txRows >= a.c.cfg.BatchRows {
+		if !a.inTxn && a.txRows >= a.c.cfg.BatchRows {
 			if err := a.commit(ctx); err != nil {
 				return err
 			}
 		}
-		if a.tx == nil && !a.inTxn {
-			a.prog.durable.Store(uint64(a.endLSN))
-			a.prog.doneSeq.Store(a.seq)
+		if a.txRows == 0 && !a.inTxn {
+			a.acks.advance(a.written, a.endLSN, a.seq)
 			if a.stop {
 				return errNoRoutes
 			}
@@ -84,8 +105,8 @@ func (a *applier) run(ctx context.Context, ch <-chan item) error {
 	}
 }
 
-func (a *applier) handle(ctx context.Context, msg pglogrepl.Message) error {
-	switch m := msg.(type) {
+func (a *applier) handle(ctx context.Context, it item) error {
+	switch m := it.msg.(type) {
 	case *pglogrepl.RelationMessageV2:
 		r, err := newRelation(ctx, a.c.pool, a.types, &m.RelationMessage)
 		if err != nil {
@@ -106,6 +127,7 @@ func (a *applier) handle(ctx context.Context, msg pglogrepl.Message) error {
 		a.inTxn = false
 		a.endLSN = m.TransactionEndLSN
 		if !a.skip && a.cur.Rows > 0 {
+			a.cur.SentAt, a.cur.ReceivedAt = it.sentAt, it.receivedAt
 			a.lastLSN = m.CommitLSN
 			a.commits = append(a.commits, a.cur)
 		}
@@ -135,10 +157,12 @@ func (a *applier) change(ctx context.Context, relID uint32, op routes.Op, oldTyp
 	if !a.enabled || !a.router.Routes(rel.table) {
 		return nil
 	}
-	if err := a.begin(ctx); err != nil {
-		return err
+	// Recipient queries read committed state, in the open transaction or outside any.
+	var q routes.Querier = a.conn
+	if a.tx != nil {
+		q = a.tx
 	}
-	rows, err := a.router.Route(ctx, a.tx, ch)
+	rows, err := a.router.Route(ctx, q, ch)
 	if err != nil {
 		return err
 	}
@@ -146,6 +170,9 @@ func (a *applier) change(ctx context.Context, relID uint32, op routes.Op, oldTyp
 	a.txRows += len(rows)
 	a.cur.Rows += len(rows)
 	if len(a.buf) >= a.c.cfg.FlushRows {
+		if err := a.begin(ctx); err != nil {
+			return err
+		}
 		return a.flush(ctx)
 	}
 	return nil
@@ -205,6 +232,9 @@ func (a *applier) begin(ctx context.Context) error {
 		return fmt.Errorf("beginning a capture transaction: %w", err)
 	}
 	a.tx = tx
+	if _, err := tx.Exec(ctx, captureCommitAsyncSQL); err != nil {
+		return fmt.Errorf("beginning a capture transaction: %w", err)
+	}
 	return nil
 }
 
@@ -220,26 +250,57 @@ func (a *applier) flush(ctx context.Context) error {
 	return nil
 }
 
-// commit flushes, records the last applied commit LSN and commits, then confirms.
+// commit writes the buffered rows and the last applied commit LSN in one transaction that
+// does not wait for the WAL flush, reads the WAL positions after it, and hands the
+// receiver what is flushed. With no transaction open yet that is one round trip.
 func (a *applier) commit(ctx context.Context) error {
-	if err := a.flush(ctx); err != nil {
+	writeAt := time.Now()
+	b := &pgx.Batch{}
+	if a.tx == nil {
+		b.Queue("BEGIN")
+		b.Queue(captureCommitAsyncSQL)
+	}
+	if err := outbox.QueueInsert(b, a.buf); err != nil {
 		return err
 	}
 	if a.lastLSN > a.applied {
-		if _, err := a.tx.Exec(ctx, replicationStateAppliedSQL,
-			a.slot, a.lastLSN.String()); err != nil {
-			return fmt.Errorf("recording the applied LSN: %w", err)
+		b.Queue(replicationStateAppliedSQL, a.slot, a.lastLSN.String())
+	}
+	var written, flushed pglogrepl.LSN
+	positions := func(row pgx.Row) error {
+		if err := row.Scan(&written, &flushed); err != nil {
+			return fmt.Errorf("reading the WAL positions: %w", err)
+		}
+		return nil
+	}
+	if a.tx == nil {
+		// A failure leaves the connection in an aborted transaction; the session ends and
+		// leadership closes it.
+		b.Queue("COMMIT")
+		b.Queue(walPositionsSQL).QueryRow(positions)
+		if err := a.conn.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("committing %d outbox rows: %w", a.txRows, err)
+		}
+	} else {
+		if err := a.tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("writing %d outbox rows: %w", len(a.buf), err)
+		}
+		if err := a.tx.Commit(ctx); err != nil {
+			return fmt.Errorf("committing outbox rows: %w", err)
+		}
+		a.tx = nil
+		if err := positions(a.conn.QueryRow(ctx, walPositionsSQL)); err != nil {
+			return err
 		}
 	}
-	if err := a.tx.Commit(ctx); err != nil {
-		return fmt.Errorf("committing outbox rows: %w", err)
-	}
-	a.tx = nil
+	a.buf = a.buf[:0]
+	committedAt := time.Now()
+	a.written = written
+	a.acks.flushedTo(flushed)
+	a.acks.advance(a.written, a.endLSN, a.seq)
 	if a.lastLSN > a.applied {
 		a.applied = a.lastLSN
 	}
-	a.prog.durable.Store(uint64(a.endLSN))
-	a.prog.doneSeq.Store(a.seq)
 	if a.txRows > 0 && a.c.cfg.WakeFunc != nil {
 		a.c.cfg.WakeFunc()
 	}
@@ -248,10 +309,27 @@ func (a *applier) commit(ctx context.Context) error {
 		a.c.setApplied(a.commits[len(a.commits)-1].CommitTime)
 		if f := a.c.cfg.AppliedFunc; f != nil {
 			for _, ap := range a.commits {
+				ap.WriteAt, ap.CommittedAt = writeAt, committedAt
 				f(ap)
 			}
 		}
 		a.commits = a.commits[:0]
 	}
+	return nil
+}
+
+// flushCheckIntervalMin is the first pause before the applier, idle with progress waiting
+// for the WAL flush, asks the server how far it flushed; each further check waits twice as
+// long, up to StatusInterval. The WAL writer flushes within a few wal_writer_delay (200ms
+// by default), and any durable commit on the server flushes it sooner.
+const flushCheckIntervalMin = 10 * time.Millisecond
+
+// checkFlushed reads the server's WAL flush position and hands the receiver what it covers.
+func (a *applier) checkFlushed(ctx context.Context) error {
+	var flushed pglogrepl.LSN
+	if err := a.conn.QueryRow(ctx, walFlushSQL).Scan(&flushed); err != nil {
+		return fmt.Errorf("reading the WAL flush position: %w", err)
+	}
+	a.acks.flushedTo(flushed)
 	return nil
 }

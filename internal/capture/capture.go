@@ -22,6 +22,9 @@ var (
 	queries                         = sqlfile.Parse("capture/queries.sql", queriesSQL)
 	replicationStateAppliedSQL      = queries.Get("replication_state_applied")
 	replicationStateReadSQL         = queries.Get("replication_state_read")
+	captureCommitAsyncSQL           = queries.Get("capture_commit_async")
+	walPositionsSQL                 = queries.Get("wal_positions")
+	walFlushSQL                     = queries.Get("wal_flush")
 	replicationStateResetPendingSQL = queries.Get("replication_state_reset_pending")
 	replicationStateResetDoneSQL    = queries.Get("replication_state_reset_done")
 	feedEpochSetSQL                 = queries.Get("feed_epoch_set")
@@ -75,11 +78,23 @@ const (
 	BatchRowsDefault        = 10000
 )
 
-// Applied describes one source transaction whose outbox rows committed.
+// Applied describes one source transaction whose outbox rows committed, with the moments
+// it went through on its way (for the lag breakdown of `tocsin bench replication`).
 type Applied struct {
 	CommitLSN  pglogrepl.LSN
 	CommitTime time.Time // the source transaction's commit time (server clock)
 	Rows       int
+	// SentAt is when the server sent the transaction's commit message (server clock).
+	SentAt time.Time
+	// ReceivedAt is when the consumer read that message from the replication connection.
+	ReceivedAt time.Time
+	// WriteAt is when the consumer began writing the batch holding the transaction's rows
+	// (the last rows inserted and the Tocsin commit).
+	WriteAt time.Time
+	// CommittedAt is when that Tocsin transaction had committed: its rows visible to the
+	// sequencer (on disk at the latest with the sequencer's next batch, which commits
+	// durably).
+	CommittedAt time.Time
 }
 
 // leaderLockKey is the advisory lock that makes a consumer the leader ("tocsin-c").

@@ -15,16 +15,20 @@
 //     lock on the connection that writes the outbox (the slot itself admits one reader too). Standbys
 //     retry every StandbyInterval and take over when the leader's connection dies.
 //   - No loss: the slot's confirmed position only moves past a source transaction once its
-//     outbox rows are committed (standby status updates carry the durable position, never
-//     what was merely received). A keepalive's position is confirmed only when everything
-//     received is durable and no transaction is open, so a quiet database pins no WAL.
+//     outbox rows are committed and that commit is on disk (standby status updates carry
+//     the durable position, never what was merely received). The consumer's transaction
+//     does not wait for the WAL flush — its rows are visible to the sequencer at once, and
+//     the sequencer's durable batch flushes them before a client sees a position —, so the
+//     WAL flush position the server reports gates each confirmation (acks). A keepalive's
+//     position is confirmed only when everything received is durable and no transaction is
+//     open, so a quiet database pins no WAL.
 //   - No duplicate: the commit LSN of the last applied source transaction is stored in
 //     tocsin.replication_state in the same transaction as its outbox rows; after a crash
 //     the server resends from the confirmed position and every transaction committed at or
 //     below the stored LSN is skipped.
 //   - Bounded memory: transactions arrive whole and in commit order (the server spills big
 //     ones); outbox rows are written every FlushRows rows inside one open transaction that
-//     commits at the source transaction's end.
+//     commits at the source transaction's end. Smaller batches go in one round trip.
 //   - Never a silent gap: a slot recorded in tocsin.replication_state that is missing or
 //     invalidated (max_slot_wal_keep_size) is recreated, loudly, and the feed epoch is
 //     bumped so that every client gets 410 cursor-expired and refetches.

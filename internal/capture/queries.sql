@@ -8,6 +8,20 @@
 INSERT INTO tocsin.replication_state (slot_name, applied_lsn) VALUES ($1, $2::text::pg_lsn)
 ON CONFLICT (slot_name) DO UPDATE SET applied_lsn = excluded.applied_lsn, updated_at = now();
 
+-- name: capture_commit_async
+-- The consumer's transaction commits without waiting for the WAL flush: the sequencer's
+-- durable batch flushes it before a client sees its rows, and the slot is confirmed only
+-- past what the server reports flushed (wal_positions, wal_flush).
+SET LOCAL synchronous_commit = off;
+
+-- name: wal_positions
+-- After a consumer commit: the WAL insert position (at or past the end of that commit's
+-- record) and how far the WAL is flushed.
+SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text;
+
+-- name: wal_flush
+SELECT pg_current_wal_flush_lsn()::text;
+
 -- name: replication_state_read
 SELECT true, reset_pending FROM tocsin.replication_state WHERE slot_name = $1;
 

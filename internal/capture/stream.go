@@ -25,6 +25,9 @@ var errNoRoutes = errors.New("no replication route left")
 type item struct {
 	msg pglogrepl.Message
 	seq uint64
+	// sentAt (server clock) and receivedAt are when the message left the server and when
+	// it was read.
+	sentAt, receivedAt time.Time
 }
 
 // progress is what the applier tells the receiver: everything up to message doneSeq is
@@ -68,7 +71,7 @@ func (c *Consumer) stream(ctx context.Context, conn *pgx.Conn, slot string) erro
 	ch := make(chan item, 256)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.receive(gctx, rconn, ch, &prog, confirmed) })
-	a := &applier{c: c, conn: conn, router: router, enabled: enabled, applied: applied, prog: &prog,
+	a := &applier{c: c, conn: conn, router: router, enabled: enabled, applied: applied, acks: acks{prog: &prog},
 		types: newTypeCache(), relations: map[uint32]*relation{}, slot: slot, endLSN: confirmed}
 	g.Go(func() error { return a.run(gctx, ch) })
 	err = g.Wait()
@@ -176,6 +179,7 @@ func (c *Consumer) receive(ctx context.Context, rconn *pgconn.PgConn, ch chan<- 
 					next = time.Now()
 				}
 			case pglogrepl.XLogDataByteID:
+				receivedAt := time.Now()
 				x, err := pglogrepl.ParseXLogData(m.Data[1:])
 				if err != nil {
 					return fmt.Errorf("parsing WAL data: %w", err)
@@ -193,7 +197,7 @@ func (c *Consumer) receive(ctx context.Context, rconn *pgconn.PgConn, ch chan<- 
 				}
 				sent++
 				select {
-				case ch <- item{msg: msg, seq: sent}:
+				case ch <- item{msg: msg, seq: sent, sentAt: x.ServerTime, receivedAt: receivedAt}:
 				case <-ctx.Done():
 					return ctx.Err()
 				}

@@ -4,17 +4,19 @@
 // tocsin.publish (SQL), replication capture, the publish API, inbox state changes and
 // grouping digests — writes per-recipient rows into tocsin.outbox inside its own
 // transaction. The sequencer is the only reader: it moves committed rows into the feed in
-// commit order. Go writers use InsertTx and nothing else; the SQL writers name the same
-// columns, in the same order, as Columns (a test compares the trigger generator,
+// commit order. Go writers use InsertTx (or QueueInsert, the same statement queued on a
+// batch that the caller sends as one transaction) and nothing else; the SQL writers name
+// the same columns, in the same order, as Columns (a test compares the trigger generator,
 // tocsin.publish and the table itself with it).
 //
 // A route's rows are small: the route's name, topic, kind, operation and table, the same in
 // every row, are registered once in tocsin.route_op (by `tocsin routes apply`), and a row
-// names them by that id in route_op. Route triggers write the id; InsertTx looks it up for
-// the rows it is given, so replication and Debezium capture write the same small rows. The
-// sequencer fills the values back in when it takes the rows (tocsin.sequence_take).
+// names them by that id in route_op. Route triggers write the id; InsertTx (and
+// QueueInsert) looks it up for the rows it is given, so replication and Debezium capture
+// write the same small rows. The sequencer fills the values back in when it takes the rows
+// (tocsin.sequence_take).
 //
-// InsertTx guarantees:
+// InsertTx and QueueInsert guarantee:
 //
 //   - Atomic with the caller: the rows are written in the caller's transaction and become
 //     visible to the sequencer when, and only if, that transaction commits. A rolled-back

@@ -49,6 +49,34 @@ func InsertTx(ctx context.Context, tx pgx.Tx, rows []Row) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	args, err := insertArgs(rows)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, insertSQL, args...); err != nil {
+		return fmt.Errorf("writing %d outbox rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// QueueInsert queues InsertTx's statement on b, for a caller that sends b as one
+// transaction (a batch without transaction statements runs as one implicit transaction, or
+// inside the caller's): one round trip for the rows and whatever else commits with them.
+// The batch's results report the statement's failure.
+func QueueInsert(b *pgx.Batch, rows []Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	args, err := insertArgs(rows)
+	if err != nil {
+		return err
+	}
+	b.Queue(insertSQL, args...)
+	return nil
+}
+
+// insertArgs checks rows and returns the insert's arguments: one array per column.
+func insertArgs(rows []Row) ([]any, error) {
 	cols := make([][]*string, 12)
 	for i := range cols {
 		cols[i] = make([]*string, len(rows))
@@ -56,7 +84,7 @@ func InsertTx(ctx context.Context, tx pgx.Tx, rows []Row) error {
 	for i := range rows {
 		r := &rows[i]
 		if err := r.check(); err != nil {
-			return fmt.Errorf("writing outbox row %d of %d: %w", i+1, len(rows), err)
+			return nil, fmt.Errorf("writing outbox row %d of %d: %w", i+1, len(rows), err)
 		}
 		cols[0][i], cols[1][i], cols[2][i] = &r.Recipient, text(r.Route), &r.Topic
 		cols[3][i], cols[4][i], cols[5][i] = &r.Kind, text(r.Op), text(r.Table)
@@ -64,7 +92,7 @@ func InsertTx(ctx context.Context, tx pgx.Tx, rows []Row) error {
 		if r.Changed != nil {
 			b, err := json.Marshal(r.Changed)
 			if err != nil {
-				return fmt.Errorf("writing outbox row %d of %d: encoding changed: %w", i+1, len(rows), err)
+				return nil, fmt.Errorf("writing outbox row %d of %d: encoding changed: %w", i+1, len(rows), err)
 			}
 			cols[9][i] = raw(b)
 		}
@@ -74,10 +102,7 @@ func InsertTx(ctx context.Context, tx pgx.Tx, rows []Row) error {
 	for i := range cols {
 		args[i] = cols[i]
 	}
-	if _, err := tx.Exec(ctx, insertSQL, args...); err != nil {
-		return fmt.Errorf("writing %d outbox rows: %w", len(rows), err)
-	}
-	return nil
+	return args, nil
 }
 
 // check refuses what the table or the feed's readers would refuse later, and less clearly.
