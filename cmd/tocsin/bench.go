@@ -16,6 +16,7 @@ import (
 
 var benchCommands = [][2]string{
 	{"capture", "write-path cost of each capture mode (durable writers)"},
+	{"replication", "replication capture: commit → outbox lag by stage, write throughput with the consumer running and paused"},
 	{"latency", "commit → client latency over long polling and SSE"},
 	{"streams", "memory and CPU of one node holding many SSE streams"},
 	{"soak", "thousands of clients over every transport with reconnect waves; fails on loss or growth"},
@@ -29,7 +30,7 @@ const benchServerAbout = "\n\nThe bench creates and drops a scratch database on 
 
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || !slices.ContainsFunc(benchCommands, func(c [2]string) bool { return c[0] == args[0] }) {
-		return groupUsage(args, "tocsin bench", "tocsin bench capture|latency|streams|soak|fanout|storm [flags]", benchCommands)
+		return groupUsage(args, "tocsin bench", "tocsin bench capture|replication|latency|streams|soak|fanout|storm [flags]", benchCommands)
 	}
 	name := args[0]
 	fs := newFlagSet("tocsin bench "+name, "tocsin bench "+name+" [flags]", "")
@@ -63,6 +64,33 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		cfg.Modes = strings.Split(*modes, ",")
 		cfg.DatabaseURL = server()
 		_, err := bench.RunCapture(ctx, cfg, stdout)
+		return err
+	case "replication":
+		fs.about = "Measure replication capture: the commit → outbox lag at steady change rates, stage by stage,\n" +
+			"and the insert throughput of concurrent writers with no capture, with the consumer paused\n" +
+			"(what the application pays) and with it running (what the machine pays)." + benchServerAbout
+		cfg := bench.ReplicationConfig{}
+		rates := fs.String("rates", joinInts(bench.RatesDefault), "comma list of change rates (single-row transactions per second) whose lag is measured")
+		fs.DurationVar(&cfg.LagDuration, "lag-duration", bench.LagDurationDefault, "how long each rate is held")
+		fs.IntVar(&cfg.Connections, "connections", bench.ConnectionsDefault, "connections sharing each rate's transactions")
+		lag := fs.Bool("lag", true, "measure the lag")
+		sequencer := fs.Bool("sequencer", true, "run a sequencer while the lag is measured, as a node does")
+		throughput := fs.Bool("throughput", true, "measure the throughput")
+		fs.IntVar(&cfg.Writers, "writers", bench.WritersDefault, "concurrent writers of the throughput measurement")
+		fs.DurationVar(&cfg.Duration, "duration", bench.DurationDefault, "length of each throughput measurement")
+		fs.IntVar(&cfg.Rounds, "rounds", bench.RoundsDefault, "throughput rounds; modes are interleaved in each")
+		modes := fs.String("modes", strings.Join(bench.ReplicationModes(), ","), "throughput modes to measure")
+		if err := fs.parse(args[1:]); err != nil {
+			return err
+		}
+		var err error
+		if cfg.Rates, err = intList(*rates); err != nil {
+			return fmt.Errorf("--rates: %w", err)
+		}
+		cfg.NoLag, cfg.NoThroughput, cfg.NoSequencer = !*lag, !*throughput, !*sequencer
+		cfg.Modes = strings.Split(*modes, ",")
+		cfg.DatabaseURL = server()
+		_, err = bench.RunReplication(ctx, cfg, stdout)
 		return err
 	case "latency":
 		fs.about = "Measure commit → client latency at a steady event rate, one following client per\n" +
@@ -162,4 +190,13 @@ func intList(s string) ([]int, error) {
 		list = append(list, n)
 	}
 	return list, nil
+}
+
+// joinInts writes xs as a comma list.
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
 }

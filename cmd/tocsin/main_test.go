@@ -107,6 +107,10 @@ func TestCommandHelpListsOnlyItsFlagsWithTypesAndDefaults(t *testing.T) {
 		{args: []string{"capture", "drop-slot"}, flags: []string{"database-url"}},
 		{args: []string{"bench", "latency"}, flags: []string{"clients", "database-url", "duration", "per-tx", "private", "rate", "rest", "roles", "transports", "writers"},
 			lines: []string{"--rate int events per second (default 1000)", "--private use a private durable cluster even where another server is configured"}},
+		{args: []string{"bench", "replication"}, flags: []string{"connections", "database-url", "duration", "lag", "lag-duration",
+			"modes", "private", "rates", "rounds", "sequencer", "throughput", "writers"},
+			lines: []string{"--rates string comma list of change rates (single-row transactions per second) whose lag is measured (default 1000,5000)",
+				"--modes string throughput modes to measure (default none,replication-paused,replication)"}},
 		{args: []string{"version"}, flags: []string{}},
 		{args: []string{"serve"}, lines: []string{
 			"--long-poll-max duration longest long poll; larger waits are clamped (env TOCSIN_LONG_POLL_MAX) (default 60s)",
@@ -149,7 +153,7 @@ func TestCommandGroupsPrintTheirUsage(t *testing.T) {
 		"routes":  {"check FILE", "apply FILE"},
 		"switch":  {"push on|off", "capture on|off"},
 		"capture": {"drop-slot"},
-		"bench":   {"capture", "latency", "streams", "soak", "fanout", "storm"},
+		"bench":   {"capture", "replication", "latency", "streams", "soak", "fanout", "storm"},
 	} {
 		for _, args := range [][]string{{group, "--help"}, {group, "-h"}, {"help", group}} {
 			r := tocsin(t, "", nil, args...)

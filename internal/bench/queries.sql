@@ -21,3 +21,7 @@ SELECT tocsin.publish($1::text[], 'bench', jsonb_build_object('n', $2::bigint));
 -- tocsin-doorbell, tocsin for the node's pool, tocsin-bench for the bench's own) or, without
 -- one, its backend type (walwriter, checkpointer, …).
 SELECT pid, coalesce(nullif(application_name, ''), backend_type, 'unknown') FROM pg_stat_activity;
+
+-- name: replication_slot_pid
+-- The walsender streaming from slot $1.
+SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1;
