@@ -37,8 +37,8 @@
 //
 //   - The application is never harmed by more than the insert itself: the generated
 //     function is static SQL with no dynamic SQL, whole-row to_jsonb, NOTIFY or EXCEPTION
-//     block; the trigger's WHEN (a catalog-cache lookup of the tocsin.capture_off marker)
-//     keeps it from firing at all while capture is switched off.
+//     block; its first test (a catalog-cache lookup of the tocsin.capture_off marker)
+//     returns at once while capture is switched off.
 //     The outbox rows are part of the writer's transaction: a rollback leaves none.
 //   - Check refuses what would fail at run time: missing tables, columns or primary key,
 //     recipient queries that do not compile or return more than one column, watched columns

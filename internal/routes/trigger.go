@@ -44,6 +44,13 @@ func functionBody(r *Route, pk []string, ops map[Op]int32) string {
 		}
 	}
 	w(0, "BEGIN")
+	// The capture switch: a catalog-cache lookup of the marker relation (migration 0006),
+	// written out rather than through tocsin.capture_enabled(). Here it is a simple
+	// expression whose plan plpgsql keeps; in the trigger's WHEN it was decoded and prepared
+	// again for every statement, which cost a quarter of the trigger (see createTriggerSQL).
+	w(1, "IF to_regclass('tocsin.capture_off') IS NOT NULL THEN")
+	w(2, "RETURN NULL;")
+	w(1, "END IF;")
 	for i, op := range r.On {
 		in := 1
 		if len(r.On) > 1 {
@@ -229,20 +236,19 @@ func createTriggerSQL(r *Route) string {
 	for i, op := range r.On {
 		ops[i] = strings.ToUpper(string(op))
 	}
-	// The capture switch is checked in WHEN, not in the function: while capture is off the
-	// function is not called and no after-trigger event is queued. The test is a catalog-cache
-	// lookup of the marker relation (migration 0006), written out rather than through
-	// tocsin.capture_enabled(): WHEN is prepared again for every statement, and inlining a SQL
-	// function there would parse its body every time.
-	const captureOn = "to_regclass('tocsin.capture_off') IS NULL"
-	when := "\nWHEN (" + captureOn + ")"
+	// The capture switch is checked in the function (functionBody), not in WHEN: PostgreSQL
+	// decodes and prepares a trigger's WHEN again for every statement. Measured on one
+	// backend, 30,000 single-row inserts: the WHEN test cost 4 µs per insert with capture on
+	// (the whole route trigger 18 µs), and moving it into the function made capture off no
+	// dearer (about 3 µs per insert either way: the call and its queued event against WHEN).
+	when := ""
 	if len(r.On) == 1 && r.On[0] == OpUpdate && len(r.WhenChanged) > 0 {
 		// Skip the call (and the queued after-trigger event) for updates that cannot fire.
 		var changed []string
 		for _, c := range r.WhenChanged {
 			changed = append(changed, fmt.Sprintf("OLD.%s IS DISTINCT FROM NEW.%[1]s", ident(c)))
 		}
-		when = "\nWHEN (" + captureOn + " AND (" + strings.Join(changed, " OR ") + "))"
+		when = "\nWHEN (" + strings.Join(changed, " OR ") + ")"
 	}
 	return fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s\nFOR EACH ROW%s EXECUTE FUNCTION %s()",
 		ident(triggerName(r.Name)), strings.Join(ops, " OR "), r.Table.sanitize(), when, functionName(r.Name))
