@@ -1,5 +1,5 @@
 -- The sequencer's batch: the named steps of tocsin.sequence_batch (the function itself is
--- in 0020; the steps' current PL/pgSQL definitions are in
+-- in 0062, durable since 0020; the steps' current PL/pgSQL definitions are in
 -- 0030_sequence_steps_and_publish_plpgsql.sql, steps 1 and 6 in
 -- 0061_sequence_take_write_generic_plans.sql). (0002 and 0005 created earlier versions;
 -- those definitions were removed from those files, and a database migrated before drops
@@ -58,4 +58,4 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- The batch itself, tocsin.sequence_batch, which runs these steps, is defined in
--- 0020_sequence_batch_durable.sql.
+-- 0062_sequence_batch_skips_idle_steps.sql.

@@ -1,6 +1,6 @@
--- Replaces tocsin.sequence_batch (first defined in 0007, whose steps it runs) with a batch
--- that commits durably, and adds tocsin.feed_check_history, which the sequencer runs each
--- time it takes leadership.
+-- Replaced tocsin.sequence_batch (first defined in 0007, whose steps it runs) with a batch
+-- that commits durably (its current definition is in 0062), and adds
+-- tocsin.feed_check_history, which the sequencer runs each time it takes leadership.
 --
 -- A position, once handed to a client, must never be handed out again for another entry.
 -- With synchronous_commit off (a session or server default), a crash of PostgreSQL forgets
@@ -19,49 +19,8 @@ ALTER TABLE tocsin.feed_state
     ADD COLUMN system_identifier bigint,  -- pg_control_system(); NULL until first recorded
     ADD COLUMN timeline          integer; -- WAL timeline of the current insert position
 
--- The batch. head is the new high-water mark (NULL when the outbox was empty; unchanged
--- when every row went to a group), moved the number of outbox rows taken, flushes the
--- windows whose River flush jobs the caller enqueues in this transaction. No parameter has
--- a default: the sequencer's Config owns them.
-CREATE OR REPLACE FUNCTION tocsin.sequence_batch(batch_limit integer, message_window interval, message_max integer,
-                                      OUT head bigint, OUT moved integer, OUT flushes jsonb)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_from    bigint;
-    v_batch   tocsin.outbox[];
-    v_entries tocsin.batch_entry[];
-BEGIN
-    -- Positions handed to clients must survive a crash: this transaction's commit waits
-    -- for its WAL to be flushed whatever the session's synchronous_commit (SET LOCAL lasts
-    -- until the caller's COMMIT). Its flush covers the outbox rows it read, which committed
-    -- before it.
-    SET LOCAL synchronous_commit = on;
-    SELECT position INTO v_from FROM tocsin.feed_state FOR UPDATE;
-
-    v_batch := tocsin.sequence_take(batch_limit);                                    -- 1
-    moved := coalesce(cardinality(v_batch), 0);
-    IF moved = 0 THEN
-        RETURN;
-    END IF;
-    flushes := tocsin.sequence_divert_grouped(v_batch, message_window, message_max); -- 2
-    v_entries := tocsin.sequence_number(v_batch, v_from);                            -- 3
-    IF cardinality(v_entries) = 0 THEN -- every row went to a group: the feed did not move
-        head := v_from;
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM unnest(v_entries) e WHERE e.kind = 'digest') THEN
-        v_entries := tocsin.sequence_supersede_digests(v_entries);                  -- 4
-    END IF;
-    IF EXISTS (SELECT 1 FROM unnest(v_entries) e WHERE e.kind = 'inbox') THEN
-        v_entries := tocsin.sequence_stamp_inbox_counts(v_entries);                 -- 5
-    END IF;
-    head := tocsin.sequence_write(v_entries);                                        -- 6
-
-    UPDATE tocsin.feed_state SET position = head, updated_at = now();               -- 7
-    -- The doorbell: one tiny NOTIFY per batch, delivered when this transaction commits.
-    PERFORM pg_notify('tocsin_doorbell', head::text);
-END;
-$$;
+-- The batch, tocsin.sequence_batch, is defined in 0062_sequence_batch_skips_idle_steps.sql
+-- (this file held the version that ran every step for every batch).
 
 -- Checks that the feed's history is the one its clients followed, and changes the epoch
 -- when it may have diverged. seen_head is the highest head the caller saw committed (0 when

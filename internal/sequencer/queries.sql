@@ -1,5 +1,5 @@
 -- The sequencer's runtime SQL. The batch itself is tocsin.sequence_batch
--- (migrations/0020_sequence_batch_durable.sql) and its named steps
+-- (migrations/0062_sequence_batch_skips_idle_steps.sql) and its named steps
 -- (migrations/0007_sequence_batch.sql).
 
 -- name: sequence_batch
