@@ -243,10 +243,11 @@ func TestFollowRefusesBadCursors(t *testing.T) {
 	require.ErrorIs(t, err, feed.ErrCursorMalformed)
 }
 
-// EndWaits answers parked long polls with an empty page and their cursor; followers stay.
+// EndWaits answers parked long polls with an empty page and their cursor, and later ones at
+// once; followers stay.
 func TestEndWaits(t *testing.T) {
 	t.Parallel()
-	h, _ := startHub(t, 10)
+	h, store := startHub(t, 10)
 	ctx := t.Context()
 	f, err := h.Follow(ctx, "alice", "now", 0)
 	require.NoError(t, err)
@@ -271,11 +272,21 @@ func TestEndWaits(t *testing.T) {
 	require.Empty(t, r.events)
 	require.Equal(t, "abcd-0", r.cursor)
 	require.Equal(t, 1, h.Waiting(), "the follower is still registered")
+	// A later long poll answers at once, without reading the feed (a drain costs no query
+	// per reconnecting client), even with entries after its cursor: it asks again.
+	store.append("alice", 2)
+	var reads atomic.Int32
+	store.setAfterRead(func(string) { reads.Add(1) })
 	ev, c, err := h.Poll(ctx, "alice", "abcd-0", 10, time.Hour)
 	require.NoError(t, err)
 	require.Empty(t, ev)
 	require.Equal(t, "abcd-0", c, "a later long poll answers at once")
-
+	require.Zero(t, reads.Load(), "no read")
+	// A short poll still reads.
+	ev, _, err = h.Poll(ctx, "alice", "abcd-0", 10, 0)
+	require.NoError(t, err)
+	require.Len(t, ev, 2)
+	require.Equal(t, int32(1), reads.Load())
 }
 
 // A fan-out never reads below the lowest head its subscribers read up to. Here the hub

@@ -14,7 +14,8 @@ import (
 // when nothing came, or a concrete cursor at the head when after was "" or "now".
 //
 // Each call reads the database once, plus once more per resync; while it waits it costs
-// nothing but a map entry.
+// nothing but a map entry. After EndWaits, a long poll from a client's own cursor reads
+// nothing.
 func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait time.Duration) ([]feed.Event, string, error) {
 	a, err := feed.ResolveAfter(ctx, h.store, after)
 	if err != nil {
@@ -23,6 +24,13 @@ func (h *Hub) Poll(ctx context.Context, recipient, after string, limit int, wait
 	// A client's own cursor comes back unchanged when nothing came; "" and "now" become a
 	// cursor at the head of the read that found nothing.
 	atHead := after == "" || after == "now"
+	if wait > 0 && !atHead && h.waitsEnded() {
+		// The node is shutting down (EndWaits): answer at once, without a read, as if the
+		// wait had elapsed before anything came. The client asks again from the same
+		// cursor, on another connection (the answer closes this one), so nothing is lost,
+		// and a drain costs no query per long-polling client, however many reconnect.
+		return nil, after, nil
+	}
 
 	var timeout <-chan time.Time
 	if wait > 0 {
@@ -101,4 +109,11 @@ func sameGeneration(events []feed.Event, a feed.After) error {
 		}
 	}
 	return nil
+}
+
+// waitsEnded reports whether EndWaits was called.
+func (h *Hub) waitsEnded() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.waitsEnd
 }
