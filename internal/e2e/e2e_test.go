@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -137,7 +138,7 @@ func leader(db *pgtest.DB) string {
 	if err != nil {
 		return ""
 	}
-	return name
+	return strings.TrimSuffix(name, "-sequencer") // the leader's session is "<node>-sequencer"
 }
 
 // Two nodes share one database; a client follows its cursor with long polls, alternating

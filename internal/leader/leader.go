@@ -33,9 +33,17 @@ type Config struct {
 	RetryInterval time.Duration
 }
 
-// ApplicationNamePrefix and the role name the session that holds a role's lock in
-// pg_stat_activity ("tocsin-sequencer", "tocsin-capture").
-const ApplicationNamePrefix = "tocsin-"
+// sessionName is what the session that holds a role's lock is called in pg_stat_activity:
+// the node's own application_name (from its database URL, "tocsin" by default) and the
+// role, e.g. "tocsin-sequencer". Operators and benches tell the role's connection from the
+// pool's by it, and nodes named apart ("node-a") stay apart ("node-a-sequencer").
+func sessionName(conn *pgx.Conn, role string) string {
+	base := conn.Config().RuntimeParams["application_name"]
+	if base == "" {
+		base = "tocsin"
+	}
+	return base + "-" + role
+}
 
 // Defaults.
 const (
@@ -104,6 +112,7 @@ func (e *Elector) Lead(ctx context.Context, lead LeadFunc) error {
 	raw := conn.Hijack()
 	defer func() { _ = raw.Close(context.WithoutCancel(ctx)) }()
 
+	name := sessionName(raw, e.cfg.Role)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -113,7 +122,7 @@ func (e *Elector) Lead(ctx context.Context, lead LeadFunc) error {
 		case <-t.C:
 		}
 		var won bool
-		if err := raw.QueryRow(ctx, leaderTryLockSQL, e.cfg.Key, ApplicationNamePrefix+e.cfg.Role).Scan(&won, nil); err != nil {
+		if err := raw.QueryRow(ctx, leaderTryLockSQL, e.cfg.Key, name).Scan(&won, nil); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

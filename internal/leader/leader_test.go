@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tocsin/tocsin/internal/leader"
@@ -192,6 +193,23 @@ func TestLeaderSessionIsNamedAfterItsRole(t *testing.T) {
 			return err
 		}
 		require.Equal(t, "tocsin-test", name)
+		return nil
+	})
+	require.NoError(t, err)
+
+	// A node named in its database URL keeps its name, with the role after it.
+	pcfg, err := pgxpool.ParseConfig(db.URL)
+	require.NoError(t, err)
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "node-a"
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	err = leader.New(pool, cfg(), quiet).Lead(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
+		var name string
+		if err := conn.QueryRow(ctx, `SELECT current_setting('application_name')`).Scan(&name); err != nil {
+			return err
+		}
+		require.Equal(t, "node-a-test", name)
 		return nil
 	})
 	require.NoError(t, err)
