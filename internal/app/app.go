@@ -134,8 +134,18 @@ func (n *Node) build(ctx context.Context) error {
 	n.Metrics = metrics.New()
 	store := feed.NewStore(n.pool)
 	n.Hub = hub.New(store, hub.Config{FallbackInterval: n.cfg.FallbackInterval}, n.log.With(slog.String("service", "hub")))
+	batchFunc := n.Metrics.Batch
+	if n.cfg.Has("api") {
+		// This node's hub hears of its own sequencer's batches at once, without the
+		// doorbell's round trip through PostgreSQL (which still rings, for every node): the
+		// batch has committed, so every entry up to head is visible.
+		batchFunc = func(head int64, rows int) {
+			n.Metrics.Batch(head, rows)
+			n.Hub.Ring(head)
+		}
+	}
 	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval,
-		IdlePollInterval: n.cfg.SequencerIdleInterval, BatchFunc: n.Metrics.Batch,
+		IdlePollInterval: n.cfg.SequencerIdleInterval, BatchFunc: batchFunc,
 		MessageGroupWindow: n.cfg.MessageGroupWindow, MessageGroupMax: n.cfg.MessageGroupMax},
 		n.log.With(slog.String("service", "sequencer")))
 	if n.cfg.Has("capture") {
