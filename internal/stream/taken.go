@@ -75,7 +75,7 @@ func (ss *Streams) Serve(ctx context.Context, w http.ResponseWriter, takeOver bo
 
 func (ss *Streams) serveTaken(conn net.Conn, s Session, done func(EndReason, error)) {
 	t := &taken{ss: ss, conn: conn, done: done}
-	t.st = newState(context.Background(), &connSink{conn: conn, timeout: ss.cfg.WriteTimeout}, ss.cfg, s, &ss.counters)
+	t.st = newState(context.Background(), &connSink{conn: conn, timeout: ss.cfg.WriteTimeout, now: newWriteNow(conn)}, ss.cfg, s, &ss.counters)
 	t.running.Store(true) // begin runs first
 	ss.mu.Lock()
 	if ss.cut {
@@ -241,6 +241,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 type connSink struct {
 	conn    net.Conn
 	timeout time.Duration
+	now     *writeNow // nil: every write is guarded by the deadline
 }
 
 // chunkHeadroom holds a chunk's size line: up to 8 hex digits and CRLF.
@@ -265,8 +266,16 @@ func (c *connSink) write(b []byte) error {
 	return c.send(b[i:])
 }
 
-// send writes b within the write timeout.
+// send writes b within the write timeout. What the socket takes at once goes out without
+// a deadline (writeNow); only a write that has to wait for room is guarded by one.
 func (c *connSink) send(b []byte) error {
+	n, err := c.now.write(b)
+	if err != nil {
+		return err
+	}
+	if b = b[n:]; len(b) == 0 {
+		return nil
+	}
 	if err := c.conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
 		return err
 	}
