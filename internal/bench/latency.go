@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -188,6 +189,12 @@ func RunLatency(ctx context.Context, cfg LatencyConfig, out io.Writer) ([]Latenc
 	for _, r := range results {
 		fmt.Fprintf(out, "%-10s %3d/tx %s\n", r.Transport, r.PerTx, r.Pipeline)
 	}
+	perTx := make([]string, len(cfg.PerTx))
+	for i, n := range cfg.PerTx {
+		perTx[i] = strconv.Itoa(n)
+	}
+	fmt.Fprintf(out, "reproduce: tocsin bench latency --rate %d --duration %s --clients %d --transports %s --per-tx %s --writers %d --rest %s\n",
+		cfg.Rate, cfg.Duration, cfg.Clients, strings.Join(cfg.Transports, ","), strings.Join(perTx, ","), cfg.Writers, cfg.Rest)
 	var failures []error
 	for _, r := range results {
 		if r.Errors > 0 {

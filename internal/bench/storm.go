@@ -83,8 +83,9 @@ func (c StormConfig) withDefaults() StormConfig {
 // StormResult is what a restart under load cost.
 type StormResult struct {
 	Sent, Received, Lost, Duplicated int64
-	// Stopping is how long the node took to stop (SIGTERM until it exited).
-	Stopping time.Duration
+	// Stopping is how long the node took to stop (the signal until it exited); Starting,
+	// from the new process's start until its /readyz answered 200 (it serves before).
+	Stopping, Starting time.Duration
 	// Behind is how many clients lacked an event committed before the new node was ready.
 	Behind int
 	// CaughtUp is the time from the new node's readiness until every client had every
@@ -174,10 +175,12 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 	if err := sleep(ctx, cfg.Down); err != nil {
 		return res, err
 	}
+	startAt := time.Now()
 	if err := node.start(ctx); err != nil {
 		return res, fmt.Errorf("restarting tocsin serve: %w", err)
 	}
 	readyAt := time.Now()
+	res.Starting = readyAt.Sub(startAt)
 	storm := startCPUWatch(node.pid, postgres)
 	// What each client is owed: its events committed before the new node was ready.
 	owed := make([]int64, cfg.Clients)
@@ -232,6 +235,7 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 		"a third in and started again after %s; %d cores, load average %s\n",
 		cfg.Clients, cfg.Transport, cfg.Rate, cfg.Duration, signal, cfg.Down, runtime.NumCPU(), loadAverage())
 	fmt.Fprintf(out, "  node stopping         %s (%s until it exited)\n", res.Stopping.Round(time.Millisecond), signal)
+	fmt.Fprintf(out, "  node starting         %s (exec until /readyz answers; it serves clients before)\n", res.Starting.Round(time.Millisecond))
 	fmt.Fprintf(out, "  clients behind        %d when the new node was ready\n", res.Behind)
 	fmt.Fprintf(out, "  all caught up         %s after ready (half of them %s)\n",
 		res.CaughtUp.Round(time.Millisecond), res.CaughtUpHalf.Round(time.Millisecond))
