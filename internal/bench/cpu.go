@@ -121,3 +121,18 @@ func loadAverage() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// runQueueWait is the time a process has spent runnable but waiting for a core, as the
+// kernel counts it (/proc/PID/schedstat; ok is false where it does not).
+func runQueueWait(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	ns, err := strconv.ParseInt(f[1], 10, 64)
+	return time.Duration(ns), err == nil
+}

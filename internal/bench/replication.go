@@ -151,6 +151,9 @@ type LagCPU struct {
 	Process float64
 	// SequencerBatches is the sequencer's batches per second.
 	SequencerBatches float64
+	// WalsenderWaiting is the share of the window the walsender spent runnable but waiting
+	// for a core (the kernel's run-queue wait, /proc/PID/schedstat; negative: not measured).
+	WalsenderWaiting float64
 }
 
 // Percentiles summarises durations.
@@ -525,13 +528,18 @@ func (r *replicationScratch) watchLagCPU(ctx context.Context, start, end time.Ti
 	go func() {
 		_ = sleep(ctx, time.Until(start))
 		w0, ws0, s0, p0, b0 := ticks()
+		q0, qok0 := runQueueWait(walsender)
 		t0 := time.Now()
 		_ = sleep(ctx, time.Until(end))
 		w1, ws1, s1, p1, b1 := ticks()
+		q1, qok1 := runQueueWait(walsender)
 		secs := time.Since(t0).Seconds()
 		share := func(t int64) float64 { return float64(t) / 100 / secs }
 		c := LagCPU{Writers: share(w1 - w0), Walsender: share(ws1 - ws0), OtherPostgres: -1, Process: share(p1 - p0),
-			SequencerBatches: float64(b1-b0) / secs}
+			SequencerBatches: float64(b1-b0) / secs, WalsenderWaiting: -1}
+		if qok0 && qok1 {
+			c.WalsenderWaiting = (q1 - q0).Seconds() / secs
+		}
 		if r.postmaster != 0 {
 			c.OtherPostgres = share((s1 - s0) - (w1 - w0) - (ws1 - ws0))
 		} else {

@@ -73,7 +73,7 @@ func writeReplicationReport(out io.Writer, cfg ReplicationConfig, f facts, res R
 		w.printf("   written; write→committed: the outbox rows, the applied LSN and their commit)\n")
 		w.printf("\nthe writers' own INSERT round trip (durable commit included), and CPU during the window in %% of a core:\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "changes/s\tINSERT p50 / p99\twriters' backends\twalsender\trest of postgres\tthis process\tsequencer batches/s\t")
+		fmt.Fprintln(tw, "changes/s\tINSERT p50 / p99\twriters' backends\twalsender (waiting for a core)\trest of postgres\tthis process\tsequencer batches/s\t")
 		for _, l := range res.Lag {
 			pct := func(x float64) string {
 				if x < 0 {
@@ -81,14 +81,17 @@ func writeReplicationReport(out io.Writer, cfg ReplicationConfig, f facts, res R
 				}
 				return fmt.Sprintf("%.1f%%", 100*x)
 			}
-			fmt.Fprintf(tw, "%d\t%.2f / %.2f ms\t%s\t%s\t%s\t%s\t%.0f\t\n", l.Rate,
+			fmt.Fprintf(tw, "%d\t%.2f / %.2f ms\t%s\t%s (%s)\t%s\t%s\t%.0f\t\n", l.Rate,
 				float64(l.WriterCommit.P50.Microseconds())/1000, float64(l.WriterCommit.P99.Microseconds())/1000,
-				pct(l.CPU.Writers), pct(l.CPU.Walsender), pct(l.CPU.OtherPostgres), pct(l.CPU.Process), l.CPU.SequencerBatches)
+				pct(l.CPU.Writers), pct(l.CPU.Walsender), pct(l.CPU.WalsenderWaiting), pct(l.CPU.OtherPostgres), pct(l.CPU.Process),
+				l.CPU.SequencerBatches)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		w.printf("  (rest of postgres: the consumer's and the sequencer's backends, WAL writer, checkpointer…;\n")
+		w.printf("  (waiting for a core: share of the window the walsender was runnable but not running,\n")
+		w.printf("   from the kernel's run-queue wait; rest of postgres: the consumer's and the sequencer's\n")
+		w.printf("   backends, WAL writer, checkpointer…;\n")
 		w.printf("   this process: the consumer, the sequencer and the writers' client side)\n")
 	}
 
