@@ -100,11 +100,20 @@ func writeReplicationReport(out io.Writer, cfg ReplicationConfig, f facts, res R
 			cfg.Writers, cfg.Duration, warmupFor(cfg.Duration))
 		w.printf("warm-up; %d round(s), modes interleaved; median per mode\n\n", cfg.Rounds)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "mode\ttx/s (median)\tvs none\ttx/s per round\tcapture rows/insert\twriters' CPU/1k\tpostgres CPU/1k\t")
+		var base []float64
 		for _, r := range res.Throughput {
-			ratio := "-"
+			if r.Mode == ReplicationModeNone {
+				base = r.RoundTxPerSec
+			}
+		}
+		fmt.Fprintln(tw, "mode\ttx/s (median)\tvs none\tvs none, round by round\ttx/s per round\tcapture rows/insert\twriters' CPU/1k\tpostgres CPU/1k\t")
+		for _, r := range res.Throughput {
+			ratio, paired := "-", "-"
 			if r.Ratio > 0 {
 				ratio = fmt.Sprintf("%.2fx", r.Ratio)
+			}
+			if p := pairedRatio(r.RoundTxPerSec, base); p > 0 {
+				paired = fmt.Sprintf("%.2fx", p)
 			}
 			rounds := make([]string, len(r.RoundTxPerSec))
 			for i, x := range r.RoundTxPerSec {
@@ -118,7 +127,7 @@ func writeReplicationReport(out io.Writer, cfg ReplicationConfig, f facts, res R
 			if r.ServerCPU >= 0 {
 				serverCPU = fmt.Sprintf("%.0f ms", 1000*r.ServerCPU)
 			}
-			fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%.0f ms\t%s\t\n", r.Mode, r.TxPerSec, ratio, strings.Join(rounds, " "),
+			fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t%.0f ms\t%s\t\n", r.Mode, r.TxPerSec, ratio, paired, strings.Join(rounds, " "),
 				perInsert, 1000*r.WriterCPU, serverCPU)
 		}
 		if err := tw.Flush(); err != nil {
@@ -128,11 +137,24 @@ func writeReplicationReport(out io.Writer, cfg ReplicationConfig, f facts, res R
 		for _, r := range res.Throughput {
 			w.printf("  %-18s %s\n", r.Mode, replicationModeAbout[r.Mode])
 		}
-		w.printf("  (capture rows/insert: outbox and feed rows per inserted row once the consumer caught up;\n")
+		w.printf("  (vs none, round by round: the median of each round's ratio to none in the same round, which\n")
+		w.printf("   the machine's drift between rounds does not move; capture rows/insert: outbox and feed rows\n")
+		w.printf("   per inserted row once the consumer caught up;\n")
 		w.printf("   CPU/1k: CPU time per 1,000 writes from /proc, of the writers' backends and of the whole server)\n")
 	}
 	w.printf("\nreproduce: %s\n", replicationCommand(cfg))
 	return w.err
+}
+
+// pairedRatio is the median over rounds of rounds[i] / base[i] (0 without a base).
+func pairedRatio(rounds, base []float64) float64 {
+	var rs []float64
+	for i := range min(len(rounds), len(base)) {
+		if base[i] > 0 {
+			rs = append(rs, rounds[i]/base[i])
+		}
+	}
+	return median(rs)
 }
 
 // replicationCommand returns the command line that reproduces a run of cfg.

@@ -82,6 +82,9 @@ func TestReplicationConfig(t *testing.T) {
 	_, err = (&ReplicationConfig{Modes: []string{"replicaton"}, Rates: []int{-1}}).withDefaults()
 	require.ErrorContains(t, err, `unknown replication mode "replicaton"`)
 	require.ErrorContains(t, err, "rate -1")
+	require.InDelta(t, 0.9, pairedRatio([]float64{90, 50, 270}, []float64{100, 100, 300}), 1e-9)
+	require.Zero(t, pairedRatio([]float64{90}, nil))
+
 	_, err = (&ReplicationConfig{NoLag: true, NoThroughput: true}).withDefaults()
 	require.ErrorContains(t, err, "nothing to measure")
 }
