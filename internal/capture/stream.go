@@ -134,6 +134,8 @@ func (c *Consumer) receive(ctx context.Context, rconn *pgconn.PgConn, ch chan<- 
 	var sent uint64
 	inTxn := false
 	next := time.Now()
+	var recv receiveDeadline
+	defer recv.stop()
 	for {
 		if !time.Now().Before(next) {
 			if d := pglogrepl.LSN(prog.durable.Load()); d > ack {
@@ -146,9 +148,7 @@ func (c *Consumer) receive(ctx context.Context, rconn *pgconn.PgConn, ch chan<- 
 			}
 			next = time.Now().Add(c.cfg.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, next)
-		raw, err := rconn.ReceiveMessage(rctx)
-		cancel()
+		raw, err := rconn.ReceiveMessage(recv.until(ctx, next))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -203,5 +203,29 @@ func (c *Consumer) receive(ctx context.Context, rconn *pgconn.PgConn, ch chan<- 
 				}
 			}
 		}
+	}
+}
+
+// receiveDeadline is one receive context per status deadline rather than one (and its
+// timer) per message.
+type receiveDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time
+}
+
+// until returns a context of parent that ends at at.
+func (r *receiveDeadline) until(parent context.Context, at time.Time) context.Context {
+	if r.ctx == nil || !r.at.Equal(at) {
+		r.stop()
+		r.ctx, r.cancel = context.WithDeadline(parent, at)
+		r.at = at
+	}
+	return r.ctx
+}
+
+func (r *receiveDeadline) stop() {
+	if r.cancel != nil {
+		r.cancel()
 	}
 }
