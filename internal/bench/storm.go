@@ -26,7 +26,7 @@ const (
 	StormTransportDefault = TransportMixed
 	StormStopDefault      = "term"
 	// stormCPUWindow is the shortest window the storm's CPU is measured over, from the new
-	// node's readiness (/proc counts in hundredths of a second).
+	// node's start (/proc counts in hundredths of a second).
 	stormCPUWindow = 3 * time.Second
 	// stormCatchUpTimeout bounds the wait for every client to catch up after the restart.
 	stormCatchUpTimeout = 2 * time.Minute
@@ -86,9 +86,9 @@ type StormResult struct {
 	// Stopping is how long the node took to stop (the signal until it exited); Starting,
 	// from the new process's start until its /readyz answered 200 (it serves before).
 	Stopping, Starting time.Duration
-	// Behind is how many clients lacked an event committed before the new node was ready.
+	// Behind is how many clients lacked an event committed before the new node started.
 	Behind int
-	// CaughtUp is the time from the new node's readiness until every client had every
+	// CaughtUp is the time from the new node's start (exec) until every client had every
 	// event committed before that moment; CaughtUpHalf, until half of the clients that
 	// were behind had.
 	CaughtUp, CaughtUpHalf time.Duration
@@ -97,7 +97,7 @@ type StormResult struct {
 	// StreamEnds counts the streams the old node ended with a final frame, by frame.
 	StreamEnds map[string]int64
 	// Steady is the CPU while publishing before the restart; Storm, over StormWindow from
-	// the new node's readiness (until every client caught up, at least stormCPUWindow).
+	// the new node's start (until every client caught up, at least stormCPUWindow).
 	Steady, Storm CPUShare
 	StormWindow   time.Duration
 }
@@ -106,7 +106,7 @@ type StormResult struct {
 // while Rate events per second are published; a third into the run it stops the node
 // (SIGTERM), keeps it down for Down, and starts it again on the same address: every client
 // reconnects from its cursor. It reports the time until every client has everything
-// committed before the new node was ready, the clients' errors by kind and the CPU of
+// committed before the new node started, the clients' errors by kind and the CPU of
 // PostgreSQL and Tocsin during the storm, and fails when an event is lost or duplicated.
 func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult, error) {
 	cfg = cfg.withDefaults()
@@ -175,14 +175,8 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 	if err := sleep(ctx, cfg.Down); err != nil {
 		return res, err
 	}
-	startAt := time.Now()
-	if err := node.start(ctx); err != nil {
-		return res, fmt.Errorf("restarting tocsin serve: %w", err)
-	}
-	readyAt := time.Now()
-	res.Starting = readyAt.Sub(startAt)
-	storm := startCPUWatch(node.pid, postgres)
-	// What each client is owed: its events committed before the new node was ready.
+	// What each client is owed: its events committed before the new node starts (those
+	// committed while no node ran included).
 	owed := make([]int64, cfg.Clients)
 	for i := range owed {
 		owed[i] = pub.perRecipient[i].Load()
@@ -197,26 +191,52 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 		return n
 	}
 	res.Behind = behind()
-	for left := res.Behind; left > 0; left = behind() {
-		if res.CaughtUpHalf == 0 && left <= res.Behind/2 {
-			res.CaughtUpHalf = time.Since(readyAt)
-		}
-		if time.Since(readyAt) > stormCatchUpTimeout {
-			return res, fmt.Errorf("%d of %d clients still behind %s after the restart", left, cfg.Clients, stormCatchUpTimeout)
-		}
-		if err := sleep(ctx, 5*time.Millisecond); err != nil {
-			return res, err
-		}
+	// The storm's CPU counts the new process from its exec (its CPU time starts at zero).
+	storm := startCPUWatch(0, postgres)
+	startAt := time.Now()
+	// The node serves before /readyz answers: watch the clients catch up meanwhile.
+	type catchUp struct {
+		all, half time.Duration
+		err       error
 	}
-	res.CaughtUp = time.Since(readyAt)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	caughtUp := make(chan catchUp, 1)
+	go func() {
+		var c catchUp
+		for left := res.Behind; left > 0; left = behind() {
+			if c.half == 0 && left <= res.Behind/2 {
+				c.half = time.Since(startAt)
+			}
+			if time.Since(startAt) > stormCatchUpTimeout {
+				c.err = fmt.Errorf("%d of %d clients still behind %s after the restart", left, cfg.Clients, stormCatchUpTimeout)
+				break
+			}
+			if c.err = sleep(watchCtx, 5*time.Millisecond); c.err != nil {
+				break
+			}
+		}
+		c.all = time.Since(startAt)
+		caughtUp <- c
+	}()
+	if err := node.start(ctx); err != nil {
+		return res, fmt.Errorf("restarting tocsin serve: %w", err)
+	}
+	storm.tocsin = node.pid
+	res.Starting = time.Since(startAt)
+	c := <-caughtUp
+	if c.err != nil {
+		return res, c.err
+	}
+	res.CaughtUp, res.CaughtUpHalf = c.all, c.half
 	if res.CaughtUpHalf == 0 {
 		res.CaughtUpHalf = res.CaughtUp
 	}
-	if err := sleep(ctx, time.Until(readyAt.Add(stormCPUWindow))); err != nil {
+	if err := sleep(ctx, time.Until(startAt.Add(stormCPUWindow))); err != nil {
 		return res, err
 	}
 	res.Storm = storm.stop()
-	res.StormWindow = time.Since(readyAt)
+	res.StormWindow = time.Since(startAt)
 
 	if err := <-pubDone; err != nil {
 		return res, fmt.Errorf("publishing: %w", err)
@@ -236,11 +256,11 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 		cfg.Clients, cfg.Transport, cfg.Rate, cfg.Duration, signal, cfg.Down, runtime.NumCPU(), loadAverage())
 	fmt.Fprintf(out, "  node stopping         %s (%s until it exited)\n", res.Stopping.Round(time.Millisecond), signal)
 	fmt.Fprintf(out, "  node starting         %s (exec until /readyz answers; it serves clients before)\n", res.Starting.Round(time.Millisecond))
-	fmt.Fprintf(out, "  clients behind        %d when the new node was ready\n", res.Behind)
-	fmt.Fprintf(out, "  all caught up         %s after ready (half of them %s)\n",
+	fmt.Fprintf(out, "  clients behind        %d when the new node started\n", res.Behind)
+	fmt.Fprintf(out, "  all caught up         %s after the start (half of them %s)\n",
 		res.CaughtUp.Round(time.Millisecond), res.CaughtUpHalf.Round(time.Millisecond))
 	fmt.Fprintf(out, "  CPU steady            %s\n", res.Steady)
-	fmt.Fprintf(out, "  CPU storm             %s (the %s from ready)\n", res.Storm, res.StormWindow.Round(10*time.Millisecond))
+	fmt.Fprintf(out, "  CPU storm             %s (the %s from the start)\n", res.Storm, res.StormWindow.Round(10*time.Millisecond))
 	fmt.Fprintf(out, "  events                sent %d, received %d, lost %d, duplicated %d\n", res.Sent, res.Received, res.Lost, res.Duplicated)
 	fmt.Fprintf(out, "  clients               %d reconnects, %d failed requests, by kind:\n%s", res.Reconnects, res.Errors, errorLines(res.ErrorKinds))
 	if len(res.StreamEnds) > 0 {
