@@ -87,7 +87,10 @@ func (s *scratch) reset(ctx context.Context, capture bool) error {
 	return nil
 }
 
+var sequencerLeadingSQL = queries.Get("sequencer_leading")
+
 // startSequencer runs a sequencer on its own connections until the returned stop is called.
+// It returns once the sequencer leads.
 func (s *scratch) startSequencer(ctx context.Context) (stop func() error, err error) {
 	pool, err := s.pool(ctx, 2, nil)
 	if err != nil {
@@ -98,6 +101,25 @@ func (s *scratch) startSequencer(ctx context.Context) (stop func() error, err er
 	go func() {
 		done <- sequencer.New(pool, sequencer.Config{}, slog.New(slog.DiscardHandler)).Run(ctx)
 	}()
+	// The writers start once it leads, so that even a short run is sequenced while it lasts.
+	for leading := false; !leading; {
+		if err := s.ctl.QueryRow(ctx, sequencerLeadingSQL).Scan(&leading); err != nil {
+			cancel()
+			<-done
+			pool.Close()
+			return nil, fmt.Errorf("waiting for the sequencer to lead: %w", err)
+		}
+		select {
+		case err := <-done:
+			cancel()
+			pool.Close()
+			if err == nil {
+				err = ctx.Err()
+			}
+			return nil, fmt.Errorf("running the sequencer: %w", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	return func() error {
 		cancel()
 		err := <-done

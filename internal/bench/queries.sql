@@ -25,3 +25,11 @@ SELECT pid, coalesce(nullif(application_name, ''), backend_type, 'unknown') FROM
 -- name: replication_slot_pid
 -- The walsender streaming from slot $1.
 SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1;
+
+-- name: sequencer_leading
+-- Whether a sequencer holds its leader lock (internal/sequencer's key, split as pg_locks
+-- shows it) in this database.
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks
+  WHERE locktype = 'advisory' AND granted AND classid = x'746f6373'::bigint::oid AND objid = x'696e2d73'::bigint::oid
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database()));
