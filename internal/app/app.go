@@ -78,6 +78,8 @@ type Node struct {
 	pprof    net.Listener   // nil unless --pprof-addr is set
 	verifier *auth.Verifier // nil without the api role
 	devPages bool
+	// noDoorbell: Options.WithoutDoorbell.
+	noDoorbell bool
 }
 
 // Addr is the address the API listens on (useful when cfg.Addr had port 0).
@@ -90,6 +92,9 @@ type Options struct {
 	// DevPages serves the web demo at / and, at /dev/token, a token for any demo user
 	// (internal/demo.Users): for `tocsin dev` only, never for a deployment.
 	DevPages bool
+	// WithoutDoorbell runs the node without its LISTEN connection (tests): its hub then
+	// hears only of its own sequencer's batches and, at the fallback interval, of the rest.
+	WithoutDoorbell bool
 }
 
 // New builds a node: it connects, checks the schema, and binds the API's address, but
@@ -119,6 +124,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	n := &Node{cfg: cfg, log: log, pool: pool}
 	for _, o := range opts {
 		n.devPages = n.devPages || o.DevPages
+		n.noDoorbell = n.noDoorbell || o.WithoutDoorbell
 	}
 	if err := n.build(ctx); err != nil {
 		pool.Close()
@@ -274,10 +280,12 @@ func (n *Node) Run(ctx context.Context) error {
 
 	if n.API != nil {
 		services.Go(func() error { return n.Hub.Run(bg) })
-		listener := doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring,
-			ReconnectFunc: n.Metrics.DoorbellReconnect},
-			n.log.With(slog.String("service", "doorbell")))
-		services.Go(func() error { return listener.Run(bg) })
+		if !n.noDoorbell {
+			listener := doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring,
+				ReconnectFunc: n.Metrics.DoorbellReconnect},
+				n.log.With(slog.String("service", "doorbell")))
+			services.Go(func() error { return listener.Run(bg) })
+		}
 		services.Go(func() error { return n.Settings.Run(bg) })
 	}
 	if n.cfg.Has("sequencer") {
