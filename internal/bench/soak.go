@@ -10,11 +10,9 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
@@ -22,7 +20,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -508,36 +505,11 @@ func (c *soakClient) stream(ctx context.Context, httpc *http.Client, base string
 // startServe runs `tocsin serve` (api and sequencer roles) on the scratch database as a
 // child process and waits until it is ready. stop sends SIGTERM and waits for it.
 func startServe(ctx context.Context, binary string, sc *scratch, extra ...string) (base string, pid int, stop func(), err error) {
-	if binary == "" {
-		if binary, err = os.Executable(); err != nil {
-			return "", 0, nil, err
-		}
-	}
-	u, err := url.Parse(sc.adminURL)
-	if err != nil {
+	n := &serveNode{binary: binary, sc: sc, extra: extra}
+	if err := n.start(ctx); err != nil {
 		return "", 0, nil, err
 	}
-	u.Path = "/" + sc.name
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", 0, nil, err
-	}
-	addr := l.Addr().String()
-	l.Close()
-	args := append([]string{"serve", "--database-url", u.String(), "--addr", addr, "--jwt-secret", latencySecret,
-		"--roles", "api,sequencer", "--log-level", "warn"}, extra...)
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return "", 0, nil, fmt.Errorf("starting tocsin serve: %w", err)
-	}
-	stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }
-	base = "http://" + addr
-	if err := waitReady(ctx, base); err != nil {
-		stop()
-		return "", 0, nil, err
-	}
-	return base, cmd.Process.Pid, stop, nil
+	return n.base, n.pid, n.stop, nil
 }
 
 // openFiles counts a process's open file descriptors.
