@@ -72,16 +72,11 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, out io.Writer) (FanoutResu
 	if err := checkTransport(cfg.Transport); err != nil {
 		return res, err
 	}
-	srv, err := openServer(ctx, cfg.DatabaseURL)
+	sc, closeScratch, err := openScratch(ctx, cfg.DatabaseURL, 1)
 	if err != nil {
 		return res, err
 	}
-	defer srv.close()
-	sc, err := newScratch(ctx, srv.adminURL, 1)
-	if err != nil {
-		return res, err
-	}
-	defer sc.close()
+	defer closeScratch()
 	base, pid, stopNode, err := startServe(ctx, cfg.Binary, sc, "--max-connections", strconv.Itoa(cfg.Clients+1000))
 	if err != nil {
 		return res, err

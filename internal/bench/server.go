@@ -69,6 +69,21 @@ type scratch struct {
 	postmaster int
 }
 
+// openScratch opens the server of databaseURL (see openServer) and a scratch database on it
+// with writers connections; closing drops the scratch database, then lets the server go.
+func openScratch(ctx context.Context, databaseURL string, writers int) (_ *scratch, closeFn func(), err error) {
+	srv, err := openServer(ctx, databaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc, err := newScratch(ctx, srv.adminURL, writers)
+	if err != nil {
+		srv.close()
+		return nil, nil, err
+	}
+	return sc, func() { sc.close(); srv.close() }, nil
+}
+
 // newScratch creates, migrates and fills the scratch database, and opens writers
 // connections to it.
 func newScratch(ctx context.Context, adminURL string, writers int) (_ *scratch, err error) {

@@ -136,16 +136,11 @@ func (c SoakConfig) withDefaults() SoakConfig {
 func RunSoak(ctx context.Context, cfg SoakConfig, out io.Writer) (SoakResult, error) {
 	cfg = cfg.withDefaults()
 	var res SoakResult
-	srv, err := openServer(ctx, cfg.DatabaseURL)
+	sc, closeScratch, err := openScratch(ctx, cfg.DatabaseURL, 1)
 	if err != nil {
 		return res, err
 	}
-	defer srv.close()
-	sc, err := newScratch(ctx, srv.adminURL, 1)
-	if err != nil {
-		return res, err
-	}
-	defer sc.close()
+	defer closeScratch()
 	publishers, err := sc.pool(ctx, soakWriters, nil)
 	if err != nil {
 		return res, err

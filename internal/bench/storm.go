@@ -117,16 +117,11 @@ func RunStorm(ctx context.Context, cfg StormConfig, out io.Writer) (StormResult,
 	if cfg.Stop != "term" && cfg.Stop != "kill" {
 		return res, fmt.Errorf("unknown way to stop the node %q (term or kill)", cfg.Stop)
 	}
-	srv, err := openServer(ctx, cfg.DatabaseURL)
+	sc, closeScratch, err := openScratch(ctx, cfg.DatabaseURL, LatencyWritersDefault)
 	if err != nil {
 		return res, err
 	}
-	defer srv.close()
-	sc, err := newScratch(ctx, srv.adminURL, LatencyWritersDefault)
-	if err != nil {
-		return res, err
-	}
-	defer sc.close()
+	defer closeScratch()
 	node := &serveNode{binary: cfg.Binary, sc: sc, extra: []string{"--max-connections", strconv.Itoa(cfg.Clients + 1000)}}
 	if err := node.start(ctx); err != nil {
 		return res, err
