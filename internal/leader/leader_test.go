@@ -33,20 +33,31 @@ func cfg() leader.Config {
 }
 
 // leading is a LeadFunc that reports its backend pid, then holds leadership until ctx ends
-// or its connection fails (a query every few milliseconds, as a real leader's work).
-func leading(pids chan<- uint32, running *atomic.Int32, overlap *atomic.Bool) leader.LeadFunc {
+// or its connection fails (a query every few milliseconds, as a real leader's work). Every
+// query that succeeds also asks the server whether this session holds the role's lock at
+// that moment; one that does not is leader work running unguarded, and sets unguarded.
+//
+// Two LeadFuncs may well run at once in Go: a standby can take over as soon as the old
+// leader's session is gone, before the old LeadFunc's next query tells it so. What the
+// Elector promises is that only the one whose session holds the lock gets work done.
+func leading(pids chan<- uint32, running *atomic.Int32, unguarded *atomic.Bool) leader.LeadFunc {
 	return func(ctx context.Context, conn *pgx.Conn) error {
-		if running.Add(1) > 1 {
-			overlap.Store(true)
-		}
+		running.Add(1)
 		defer running.Add(-1)
 		pids <- conn.PgConn().PID()
 		for {
-			if _, err := conn.Exec(ctx, `SELECT pg_sleep(0.005)`); err != nil {
+			var holds bool
+			err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_sleep(0.005), pg_locks
+				WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+				  AND classid = $1 AND objid = $2)`, keyHi, keyLo).Scan(&holds)
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return err
+			}
+			if !holds {
+				unguarded.Store(true)
 			}
 		}
 	}
@@ -60,11 +71,11 @@ func TestOneLeaderAtATimeAndTakeoverWhenTheSessionDies(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pids := make(chan uint32, 16)
 	var running atomic.Int32
-	var overlap atomic.Bool
+	var unguarded atomic.Bool
 	done := make(chan error, 3)
 	for range 3 {
 		e := leader.New(db.Pool, cfg(), quiet)
-		go func() { done <- e.Run(ctx, leading(pids, &running, &overlap)) }()
+		go func() { done <- e.Run(ctx, leading(pids, &running, &unguarded)) }()
 	}
 	seen := map[uint32]bool{}
 	for range 4 {
@@ -90,7 +101,7 @@ func TestOneLeaderAtATimeAndTakeoverWhenTheSessionDies(t *testing.T) {
 	for range 3 {
 		require.NoError(t, <-done, "Run returns nil when its context ends")
 	}
-	require.False(t, overlap.Load(), "two LeadFuncs ran at once")
+	require.False(t, unguarded.Load(), "a LeadFunc's work succeeded on a session without the lock")
 	require.Zero(t, running.Load())
 }
 
