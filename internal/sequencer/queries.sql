@@ -16,3 +16,9 @@ SELECT tocsin.outbox_wait($1, $2);
 -- On taking leadership: the (new) epoch, and why it changed when the feed's history may
 -- have diverged (NULL otherwise). $1 is the highest head this process saw committed.
 SELECT epoch, reset_reason FROM tocsin.feed_check_history($1);
+
+-- name: sequence_batch_alone
+-- One batch as a transaction of its own, pipelined behind the probe: nothing when the
+-- outbox is empty (moved 0, head NULL), SQLSTATE TS001 when the batch holds grouped rows
+-- (it is undone, and the sequencer runs sequence_batch instead).
+SELECT head, moved FROM tocsin.sequence_batch_alone($1, $2, $3);

@@ -27,15 +27,18 @@
 package sequencer
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tocsin/tocsin/internal/leader"
@@ -102,11 +105,12 @@ const (
 
 var (
 	//go:embed queries.sql
-	queriesSQL          string
-	queries             = sqlfile.Parse("sequencer/queries.sql", queriesSQL)
-	sequenceBatchSQL    = queries.Get("sequence_batch")
-	outboxWaitSQL       = queries.Get("outbox_wait")
-	feedCheckHistorySQL = queries.Get("feed_check_history")
+	queriesSQL            string
+	queries               = sqlfile.Parse("sequencer/queries.sql", queriesSQL)
+	sequenceBatchSQL      = queries.Get("sequence_batch")
+	sequenceBatchAloneSQL = queries.Get("sequence_batch_alone")
+	outboxWaitSQL         = queries.Get("outbox_wait")
+	feedCheckHistorySQL   = queries.Get("feed_check_history")
 )
 
 // leaderLockKey is the advisory lock that makes a sequencer the leader ("tocsin-seq").
@@ -177,6 +181,13 @@ func (s *Sequencer) Run(ctx context.Context) error {
 }
 
 // lead sequences on conn, the connection that holds leadership, until ctx ends.
+//
+// Each round is one round trip: the outbox probe (tocsin.outbox_wait, unless rows are
+// known to be waiting) and the batch as a transaction of its own
+// (tocsin.sequence_batch_alone) go out together in a pipeline, the batch right behind the
+// probe. A batch that holds grouped rows is refused by the server and run again in a
+// transaction of the sequencer's (batch), which enqueues its flush jobs before COMMIT;
+// while batches keep holding grouped rows, rounds take that way directly.
 func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
 	if err := s.checkHistory(ctx, conn); err != nil {
 		if ctx.Err() != nil {
@@ -184,31 +195,45 @@ func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
 		}
 		return err
 	}
-	timeoutMs := s.cfg.WaitTimeout.Milliseconds()
-	interval := s.cfg.PollInterval
-	pending := true
-	for {
-		if pending {
-			if err := s.drain(ctx, conn); err != nil {
-				return err
-			}
+	st, err := prepare(ctx, conn)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
 		}
+		return err
+	}
+	interval := s.cfg.PollInterval
+	wait := false    // probe before the next batch (false: rows are known to be waiting)
+	grouped := false // the last batch held grouped rows: the next one takes the long way
+	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.wake:
-			pending = true
-			interval = s.cfg.PollInterval
-			continue
+			wait, interval = false, s.cfg.PollInterval
 		default:
 		}
-		if err := conn.QueryRow(ctx, outboxWaitSQL, timeoutMs, interval.Milliseconds()).Scan(&pending); err != nil {
-			if ctx.Err() != nil {
+		r, err := s.round(ctx, conn, st, wait, interval, grouped)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
-			return fmt.Errorf("waiting for outbox rows: %w", err)
+			return err
 		}
-		interval = nextPollInterval(interval, pending, s.cfg.PollInterval, s.cfg.IdlePollInterval)
+		if wait {
+			interval = nextPollInterval(interval, r.found || r.moved > 0, s.cfg.PollInterval, s.cfg.IdlePollInterval)
+		}
+		grouped = r.grouped
+		if r.head != nil {
+			if *r.head > s.seenHead.Load() {
+				s.seenHead.Store(*r.head)
+			}
+			if s.cfg.BatchFunc != nil {
+				s.cfg.BatchFunc(*r.head, r.moved)
+			}
+		}
+		// A full batch leaves rows behind: take them without probing.
+		wait = r.moved < s.cfg.BatchLimit
 	}
 }
 
@@ -221,41 +246,164 @@ func nextPollInterval(cur time.Duration, pending bool, fastest, slowest time.Dur
 	return min(2*cur, slowest)
 }
 
-// drain moves batches until the outbox holds no committed row.
-func (s *Sequencer) drain(ctx context.Context, conn *pgx.Conn) error {
-	// Batches run only when the probe found rows: an empty batch would lock feed_state
-	// and write WAL for nothing.
-	for pending := true; pending; {
-		head, moved, err := s.batch(ctx, conn)
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return fmt.Errorf("sequencing a batch: %w", err)
-		}
-		if head == nil {
-			return nil
-		}
-		if *head > s.seenHead.Load() {
-			s.seenHead.Store(*head)
-		}
-		if s.cfg.BatchFunc != nil {
-			s.cfg.BatchFunc(*head, moved)
-		}
-		pending = moved == s.cfg.BatchLimit
-	}
-	return nil
+// statements are the sequencer's prepared statements on its leader connection.
+type statements struct {
+	wait, batch *pgconn.StatementDescription
 }
 
-// batch runs one batch transaction: tocsin.sequence_batch, then the flush jobs of the
-// windows it touched, then COMMIT (which delivers the doorbell).
-func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn) (head *int64, moved int, err error) {
+func prepare(ctx context.Context, conn *pgx.Conn) (statements, error) {
+	wait, err := conn.Prepare(ctx, "tocsin_sequencer_wait", outboxWaitSQL)
+	if err != nil {
+		return statements{}, fmt.Errorf("preparing the outbox probe: %w", err)
+	}
+	batch, err := conn.Prepare(ctx, "tocsin_sequencer_batch", sequenceBatchAloneSQL)
+	if err != nil {
+		return statements{}, fmt.Errorf("preparing the batch: %w", err)
+	}
+	return statements{wait: wait, batch: batch}, nil
+}
+
+// roundResult is what one round saw and did.
+type roundResult struct {
+	found   bool   // the probe found a committed row
+	head    *int64 // the new head; nil when no batch moved a row
+	moved   int    // outbox rows taken
+	grouped bool   // the batch held grouped rows (and took the long way)
+}
+
+// groupedSQLState is what tocsin.sequence_batch_alone raises for a batch with grouped rows
+// (migrations/0063_sequence_batch_alone.sql).
+const groupedSQLState = "TS001"
+
+// round probes (when wait) and runs one batch. The probe and the batch alone go out in
+// one pipelined round trip; a batch with grouped rows, or any batch right after one
+// (grouped), runs in a transaction of the sequencer's (batch) after the probe.
+func (s *Sequencer) round(ctx context.Context, conn *pgx.Conn, st statements, wait bool,
+	interval time.Duration, grouped bool) (roundResult, error) {
+	var r roundResult
+	p := conn.PgConn().StartPipeline(ctx)
+	if wait {
+		p.SendQueryStatement(st.wait, [][]byte{
+			strconv.AppendInt(nil, s.cfg.WaitTimeout.Milliseconds(), 10),
+			strconv.AppendInt(nil, interval.Milliseconds(), 10)}, nil, nil)
+		p.SendPipelineSync()
+	}
+	if !grouped {
+		p.SendQueryStatement(st.batch, [][]byte{
+			strconv.AppendInt(nil, int64(s.cfg.BatchLimit), 10),
+			fmt.Appendf(nil, "%d microseconds", s.cfg.MessageGroupWindow.Microseconds()),
+			strconv.AppendInt(nil, int64(s.cfg.MessageGroupMax), 10)}, nil, nil)
+		p.SendPipelineSync()
+	}
+	err := p.Flush()
+	if err == nil && wait {
+		var row [][]byte
+		if row, err = onlyRow(p); err == nil {
+			if len(row) != 1 {
+				err = fmt.Errorf("the outbox probe returned %d columns", len(row))
+			} else {
+				r.found = string(row[0]) == "t"
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("waiting for outbox rows: %w", err)
+		}
+	}
+	var refused bool
+	if err == nil && !grouped {
+		var row [][]byte
+		row, err = onlyRow(p)
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr) && pgErr.Code == groupedSQLState:
+			refused, err = true, nil
+		case err != nil:
+			err = fmt.Errorf("sequencing a batch: %w", err)
+		default:
+			r.head, r.moved, err = parseBatchRow(row)
+		}
+	}
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case err != nil:
+		return r, err
+	case !grouped && !refused: // the batch ran alone
+		return r, nil
+	case grouped && wait && !r.found: // nothing to take: the next round probes again
+		return r, nil
+	}
+	head, moved, windows, err := s.batch(ctx, conn)
+	if err != nil {
+		return r, fmt.Errorf("sequencing a batch: %w", err)
+	}
+	r.head, r.moved, r.grouped = head, moved, windows > 0
+	return r, nil
+}
+
+// onlyRow reads the next statement's result in p and its Sync, and returns its first row
+// (nil when it returned none) and the statement's error.
+func onlyRow(p *pgconn.Pipeline) ([][]byte, error) {
+	res, err := p.GetResults()
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return nil, fmt.Errorf("unexpected pipeline result %T", res)
+	}
+	var row [][]byte
+	for rr.NextRow() {
+		if row == nil {
+			for _, v := range rr.Values() {
+				row = append(row, bytes.Clone(v))
+			}
+		}
+	}
+	_, stmtErr := rr.Close()
+	// The statement's Sync follows, whether it failed or not.
+	if res, err = p.GetResults(); err != nil {
+		return nil, err
+	}
+	if _, ok := res.(*pgconn.PipelineSync); !ok {
+		return nil, fmt.Errorf("unexpected pipeline result %T", res)
+	}
+	return row, stmtErr
+}
+
+// parseBatchRow decodes tocsin.sequence_batch_alone's row (text format): head is nil when
+// no row was moved into the feed.
+func parseBatchRow(row [][]byte) (head *int64, moved int, err error) {
+	if len(row) != 2 {
+		return nil, 0, fmt.Errorf("the batch returned %d columns", len(row))
+	}
+	if row[1] != nil {
+		if moved, err = strconv.Atoi(string(row[1])); err != nil {
+			return nil, 0, fmt.Errorf("the batch's moved: %w", err)
+		}
+	}
+	if row[0] != nil && moved > 0 {
+		h, err := strconv.ParseInt(string(row[0]), 10, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("the batch's head: %w", err)
+		}
+		head = &h
+	}
+	return head, moved, nil
+}
+
+// batch runs one batch transaction of the sequencer's own: tocsin.sequence_batch, then the
+// flush jobs of the windows it touched (their number is returned), then COMMIT (which
+// delivers the doorbell).
+func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn) (head *int64, moved, windows int, err error) {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		var flushes []Flush
 		if err := tx.QueryRow(ctx, sequenceBatchSQL,
 			s.cfg.BatchLimit, s.cfg.MessageGroupWindow, s.cfg.MessageGroupMax).Scan(&head, &moved, &flushes); err != nil {
 			return err
 		}
+		windows = len(flushes)
 		if len(flushes) == 0 {
 			return nil
 		}
@@ -269,7 +417,7 @@ func (s *Sequencer) batch(ctx context.Context, conn *pgx.Conn) (head *int64, mov
 		}
 		return nil
 	})
-	return head, moved, err
+	return head, moved, windows, err
 }
 
 // checkHistory runs tocsin.feed_check_history before the first batch of a leadership: if
