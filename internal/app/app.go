@@ -80,6 +80,8 @@ type Node struct {
 	devPages bool
 	// noDoorbell: Options.WithoutDoorbell.
 	noDoorbell bool
+	// doorbell is the hub's LISTEN connection; nil without the api role or with noDoorbell.
+	doorbell *doorbell.Listener
 }
 
 // Addr is the address the API listens on (useful when cfg.Addr had port 0).
@@ -141,17 +143,26 @@ func (n *Node) build(ctx context.Context) error {
 	store := feed.NewStore(n.pool)
 	n.Hub = hub.New(store, hub.Config{FallbackInterval: n.cfg.FallbackInterval}, n.log.With(slog.String("service", "hub")))
 	batchFunc := n.Metrics.Batch
+	var leadingFunc func(bool)
 	if n.cfg.Has("api") {
 		// This node's hub hears of its own sequencer's batches at once, without the
-		// doorbell's round trip through PostgreSQL (which still rings, for every node): the
-		// batch has committed, so every entry up to head is visible.
+		// doorbell's round trip through PostgreSQL (which still rings, for every other
+		// node): the batch has committed, so every entry up to head is visible. While this
+		// node's sequencer leads, those are all the batches there are, and the doorbell
+		// lets its connection go.
 		batchFunc = func(head int64, rows int) {
 			n.Metrics.Batch(head, rows)
 			n.Hub.Ring(head)
 		}
+		if !n.noDoorbell {
+			n.doorbell = doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring,
+				ReconnectFunc: n.Metrics.DoorbellReconnect},
+				n.log.With(slog.String("service", "doorbell")))
+			leadingFunc = n.doorbell.SetLocal
+		}
 	}
 	n.Sequencer = sequencer.New(n.pool, sequencer.Config{PollInterval: n.cfg.SequencerInterval,
-		IdlePollInterval: n.cfg.SequencerIdleInterval, BatchFunc: batchFunc,
+		IdlePollInterval: n.cfg.SequencerIdleInterval, BatchFunc: batchFunc, LeadingFunc: leadingFunc,
 		MessageGroupWindow: n.cfg.MessageGroupWindow, MessageGroupMax: n.cfg.MessageGroupMax},
 		n.log.With(slog.String("service", "sequencer")))
 	if n.cfg.Has("capture") {
@@ -280,11 +291,8 @@ func (n *Node) Run(ctx context.Context) error {
 
 	if n.API != nil {
 		services.Go(func() error { return n.Hub.Run(bg) })
-		if !n.noDoorbell {
-			listener := doorbell.New(doorbell.Config{DatabaseURL: n.cfg.DatabaseURL, RingFunc: n.Hub.Ring,
-				ReconnectFunc: n.Metrics.DoorbellReconnect},
-				n.log.With(slog.String("service", "doorbell")))
-			services.Go(func() error { return listener.Run(bg) })
+		if n.doorbell != nil {
+			services.Go(func() error { return n.doorbell.Run(bg) })
 		}
 		services.Go(func() error { return n.Settings.Run(bg) })
 	}

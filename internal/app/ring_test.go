@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tocsin/tocsin/internal/app"
@@ -52,4 +53,77 @@ func TestOwnBatchesReachTheHubWithoutTheDoorbell(t *testing.T) {
 	require.NoError(t, r.err)
 	require.Equal(t, http.StatusOK, r.status)
 	require.Len(t, r.page.Events, 1, "the long poll was answered by the in-process ring, not at the end of its wait")
+}
+
+// sequencerLockKey is the sequencer's leadership lock ("tocsin-seq", internal/sequencer).
+const sequencerLockKey int64 = 0x746f6373696e2d73
+
+// While a node's own sequencer leads, its doorbell holds no connection: its hub hears of
+// every batch in process. When another session takes the lead, the doorbell listens again
+// and the other leader's batches reach a long poll parked on this node (the fallback is an
+// hour away).
+func TestDoorbellListensOnlyWhileAnotherNodeLeads(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	cfg, err := config.Load(flag.NewFlagSet("test", flag.ContinueOnError), []string{
+		"--database-url", db.URL, "--addr", "127.0.0.1:0", "--jwt-secret", secret, "--roles", "api,sequencer",
+		"--long-poll-max", "60s", "--fallback-interval", "1h"})
+	require.NoError(t, err)
+	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- node.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	base := "http://" + node.Addr()
+
+	sessions := func(name string) (pids []uint32) {
+		rows, err := db.Pool.Query(ctx, `SELECT pid FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = $1`, name)
+		require.NoError(t, err)
+		pids, err = pgx.CollectRows(rows, pgx.RowTo[uint32])
+		require.NoError(t, err)
+		return pids
+	}
+	require.Eventually(t, func() bool { return len(sessions("tocsin-sequencer")) == 1 }, 30*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(sessions("tocsin-doorbell")) == 0 }, 30*time.Second, 5*time.Millisecond,
+		"the leader's node lets its doorbell go")
+
+	// Another session takes the lead: the node's sequencer session dies, and this test
+	// takes the lock before the node's sequencer tries again.
+	other, err := db.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer other.Release()
+	_, err = db.Pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, sessions("tocsin-sequencer")[0])
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		var won bool
+		require.NoError(t, other.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, sequencerLockKey).Scan(&won))
+		return won
+	}, 30*time.Second, time.Millisecond)
+	defer func() { _, _ = other.Exec(ctx, `SELECT pg_advisory_unlock($1)`, sequencerLockKey) }()
+	require.Eventually(t, func() bool { return len(sessions("tocsin-doorbell")) == 1 }, 30*time.Second, 5*time.Millisecond,
+		"with another leader the node listens again")
+
+	type result struct {
+		status int
+		page   page
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		status, p, err := getFeedErr(http.DefaultClient, base, token(t, "alice"), "after=now&wait=50")
+		res <- result{status, p, err}
+	}()
+	require.Eventually(t, func() bool { return node.Hub.Waiting() == 1 }, 30*time.Second, 5*time.Millisecond)
+	_, err = db.Pool.Exec(ctx, `SELECT tocsin.publish('alice', 'chat', '{"n": 1}')`)
+	require.NoError(t, err)
+	var moved int
+	require.NoError(t, other.QueryRow(ctx, `SELECT moved FROM tocsin.sequence_batch_alone(10, '30 seconds', 50)`).Scan(&moved))
+	require.Equal(t, 1, moved)
+	r := <-res
+	require.NoError(t, r.err)
+	require.Equal(t, http.StatusOK, r.status)
+	require.Len(t, r.page.Events, 1, "the other leader's batch rang this node's doorbell")
 }

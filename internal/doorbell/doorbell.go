@@ -5,6 +5,11 @@
 // every (re)connection through RingFunc with head 0, meaning "the head is unknown: look it
 // up"; the hub also has a fallback timer of its own. The doorbell is a latency device only:
 // the feed, read by position, stays the source of truth.
+//
+// While this node's own sequencer leads (SetLocal), every batch there is reaches the hub
+// in process, so the listener lets its connection go: the leader's node pays nothing for
+// the doorbell. When leadership ends, the listener listens again and rings 0, so that
+// batches of a new leader elsewhere that rang before it listened are looked up.
 package doorbell
 
 import (
@@ -13,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,23 +64,70 @@ func (c *Config) withDefaults() {
 type Listener struct {
 	cfg Config
 	log *slog.Logger
+
+	mu      sync.Mutex
+	local   bool          // this node's sequencer leads: no connection
+	changed chan struct{} // closed (and replaced) when local changes
 }
 
 // New returns a Listener.
 func New(cfg Config, log *slog.Logger) *Listener {
 	cfg.withDefaults()
-	return &Listener{cfg: cfg, log: log}
+	return &Listener{cfg: cfg, log: log, changed: make(chan struct{})}
+}
+
+// SetLocal says whether this node's own sequencer leads, and so rings the hub of every
+// batch in process. While it does the listener holds no connection.
+func (l *Listener) SetLocal(local bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.local != local {
+		l.local = local
+		close(l.changed)
+		l.changed = make(chan struct{})
+	}
+}
+
+func (l *Listener) state() (local bool, changed <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.local, l.changed
 }
 
 // Run listens until ctx ends.
 func (l *Listener) Run(ctx context.Context) error {
-	first := true
+	failed := false // the last connection was lost (not let go)
 	for {
-		err := l.listen(ctx, first)
+		local, changed := l.state()
+		if local {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+				continue
+			}
+		}
+		// The connection is let go as soon as this node's sequencer leads.
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+		err := l.listen(lctx, failed)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
-		first = false
+		select {
+		case <-changed: // let go: this node's sequencer leads (or led for a moment)
+			failed = false
+			continue
+		default:
+		}
+		failed = true
 		l.log.Warn("doorbell connection lost; reconnecting", slog.Any("error", err))
 		select {
 		case <-ctx.Done():
@@ -84,7 +137,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Listener) listen(ctx context.Context, first bool) error {
+func (l *Listener) listen(ctx context.Context, reconnect bool) error {
 	ccfg, err := pgx.ParseConfig(l.cfg.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("parsing the database URL: %w", err)
@@ -100,7 +153,7 @@ func (l *Listener) listen(ctx context.Context, first bool) error {
 	}
 	// Whatever rang while we were away is found by looking the head up.
 	l.cfg.RingFunc(0)
-	if !first && l.cfg.ReconnectFunc != nil {
+	if reconnect && l.cfg.ReconnectFunc != nil {
 		l.cfg.ReconnectFunc()
 	}
 	for {

@@ -204,3 +204,41 @@ func TestLostNotifyIsFoundAfterTheListenerReconnects(t *testing.T) {
 	require.Equal(t, int32(1), reconnects.Load())
 	require.Equal(t, []int64{0, 0}, r.get(), "a 0 (look the head up) at each connection")
 }
+
+// While this node's sequencer leads, the listener holds no connection (its hub hears of
+// every batch in process); when leadership ends it listens again, rings 0 so that a batch
+// of another node's that committed meanwhile is looked up, and rings each later batch.
+// Letting go is not a reconnection.
+func TestListenerLetsGoWhileTheLocalSequencerLeads(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	var r rings
+	var reconnects atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	l := doorbell.New(doorbell.Config{DatabaseURL: db.URL, RingFunc: r.ring, ReconnectFunc: func() { reconnects.Add(1) }}, quiet)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	require.Eventually(t, func() bool { return listening(t, db) == 1 && len(r.get()) == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	l.SetLocal(true)
+	require.Eventually(t, func() bool { return listening(t, db) == 0 }, 10*time.Second, 5*time.Millisecond)
+	unheard := sequence(t, db, "alice")
+	l.SetLocal(true) // no change
+	l.SetLocal(false)
+	require.Eventually(t, func() bool { return listening(t, db) == 1 && len(r.get()) == 2 }, 10*time.Second, 5*time.Millisecond)
+	heard := sequence(t, db, "bob")
+	require.Eventually(t, func() bool { return len(r.get()) == 3 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, []int64{0, 0, heard}, r.get(), "the batch rung while let go is looked up (0), not rung")
+	require.Less(t, unheard, heard)
+
+	// A flip faster than the listener still ends in a fresh LISTEN that rings 0.
+	l.SetLocal(true)
+	l.SetLocal(false)
+	require.Eventually(t, func() bool { return len(r.get()) == 4 && listening(t, db) == 1 }, 10*time.Second, 5*time.Millisecond)
+	h := sequence(t, db, "carol")
+	require.Eventually(t, func() bool { return len(r.get()) == 5 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, []int64{0, 0, heard, 0, h}, r.get())
+	require.Zero(t, reconnects.Load(), "letting go is not a reconnection")
+	cancel()
+	require.NoError(t, <-done)
+}

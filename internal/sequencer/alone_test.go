@@ -140,4 +140,3 @@ func TestGroupedBatchEnqueuesItsFlushesInItsTransaction(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { _, fed, _, _ := counts(); return fed == 2 }, 30*time.Second, 10*time.Millisecond)
 }
-

@@ -65,6 +65,10 @@ type Config struct {
 	// BatchFunc, when set, is called after each committed batch with the new head (tests,
 	// metrics).
 	BatchFunc func(head int64, rows int)
+	// LeadingFunc, when set, is called with true when this sequencer starts leading (before
+	// its first batch) and with false when it stops: while it leads, BatchFunc sees every
+	// batch there is (the node's doorbell lets its connection go).
+	LeadingFunc func(leading bool)
 	// MessageGroupWindow and MessageGroupMax group published messages that name a group
 	// (routes carry their own window and max).
 	MessageGroupWindow time.Duration
@@ -201,6 +205,10 @@ func (s *Sequencer) lead(ctx context.Context, conn *pgx.Conn) error {
 			return nil
 		}
 		return err
+	}
+	if s.cfg.LeadingFunc != nil {
+		s.cfg.LeadingFunc(true)
+		defer s.cfg.LeadingFunc(false)
 	}
 	interval := s.cfg.PollInterval
 	wait := false    // probe before the next batch (false: rows are known to be waiting)
