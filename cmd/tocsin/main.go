@@ -11,7 +11,7 @@
 //	tocsin switch push|capture on|off
 //	tocsin capture drop-slot        drop this database's replication slot
 //	tocsin token --sub ID           mint a development token
-//	tocsin bench capture|latency|streams|soak|fanout|storm  measure capture cost, latency, held streams, a soak, fan-out, a reconnect storm
+//	tocsin bench capture|replication|latency|streams|soak|fanout|storm  measure capture cost, replication lag, latency, held streams, a soak, fan-out, a reconnect storm
 //	tocsin version                  version and build information
 //	tocsin help COMMAND             a command's usage and flags
 package main
@@ -41,7 +41,7 @@ func commands() []command {
 		{"switch", "push|capture on|off: flip a runtime switch on every node", runSwitch},
 		{"capture", "drop-slot: drop this database's replication slot", runCapture},
 		{"token", "mint an HS256 token for development and scripts", runToken},
-		{"bench", "capture|latency|streams|soak: measure capture cost, commit→client latency, held streams, a soak", runBench},
+		{"bench", "capture|replication|latency|streams|soak|fanout|storm: measure capture, replication lag, commit→client latency, held streams, a soak, fan-out, a reconnect storm", runBench},
 		{"version", "print the version and build information", runVersion},
 		{"help", "COMMAND: show a command's usage and flags", nil},
 	}
