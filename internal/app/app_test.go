@@ -69,6 +69,12 @@ func setup(t *testing.T, args ...string) *bundle {
 // startNode starts one more node on db (nodes of one deployment share a database).
 func startNode(t *testing.T, db *pgtest.DB, args ...string) *bundle {
 	t.Helper()
+	return startNodeWith(t, db, app.Options{}, args...)
+}
+
+// startNodeWith is startNode with options; the node's pool always gets the query counter.
+func startNodeWith(t *testing.T, db *pgtest.DB, opts app.Options, args ...string) *bundle {
+	t.Helper()
 	ctx := context.Background()
 	cfg, err := config.Load(flag.NewFlagSet("test", flag.ContinueOnError), append([]string{
 		"--database-url", db.URL, "--addr", "127.0.0.1:0", "--jwt-secret", secret,
@@ -77,7 +83,8 @@ func startNode(t *testing.T, db *pgtest.DB, args ...string) *bundle {
 	q := &queryCounter{}
 	logs := &syncBuffer{}
 	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		app.Options{PoolConfigFunc: func(c *pgxpool.Config) { c.ConnConfig.Tracer = q }})
+		app.Options{PoolConfigFunc: func(c *pgxpool.Config) { c.ConnConfig.Tracer = q },
+			DevPages: opts.DevPages, WithoutDoorbell: opts.WithoutDoorbell})
 	require.NoError(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

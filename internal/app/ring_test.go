@@ -2,9 +2,6 @@ package app_test
 
 import (
 	"context"
-	"flag"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -13,9 +10,32 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tocsin/tocsin/internal/app"
-	"github.com/tocsin/tocsin/internal/config"
 	"github.com/tocsin/tocsin/internal/pgtest"
 )
+
+// parkLongPoll parks a long poll of recipient's feed from now on b's node and returns once the
+// hub holds it; the function it returns waits for the answer and checks it is one event.
+func parkLongPoll(t *testing.T, b *bundle, recipient string) (answered func(msg string)) {
+	t.Helper()
+	type result struct {
+		status int
+		page   page
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		status, p, err := getFeedErr(http.DefaultClient, b.base, token(t, recipient), "after=now&wait=50")
+		res <- result{status, p, err}
+	}()
+	require.Eventually(t, func() bool { return b.node.Hub.Waiting() == 1 }, 30*time.Second, 5*time.Millisecond)
+	return func(msg string) {
+		t.Helper()
+		r := <-res
+		require.NoError(t, r.err)
+		require.Equal(t, http.StatusOK, r.status)
+		require.Len(t, r.page.Events, 1, msg)
+	}
+}
 
 // A node's hub hears of its own sequencer's batches in process: with no doorbell and a
 // fallback an hour away, a parked long poll still gets an event written by the
@@ -24,35 +44,11 @@ func TestOwnBatchesReachTheHubWithoutTheDoorbell(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.New(t)
-	cfg, err := config.Load(flag.NewFlagSet("test", flag.ContinueOnError), []string{
-		"--database-url", db.URL, "--addr", "127.0.0.1:0", "--jwt-secret", secret,
-		"--long-poll-max", "60s", "--fallback-interval", "1h"})
+	b := startNodeWith(t, db, app.Options{WithoutDoorbell: true}, "--long-poll-max", "60s", "--fallback-interval", "1h")
+	answered := parkLongPoll(t, b, "alice")
+	_, err := db.Pool.Exec(ctx, `SELECT tocsin.publish('alice', 'chat', '{"n": 1}')`)
 	require.NoError(t, err)
-	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), app.Options{WithoutDoorbell: true})
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- node.Run(runCtx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	base := "http://" + node.Addr()
-
-	type result struct {
-		status int
-		page   page
-		err    error
-	}
-	res := make(chan result, 1)
-	go func() {
-		status, p, err := getFeedErr(http.DefaultClient, base, token(t, "alice"), "after=now&wait=50")
-		res <- result{status, p, err}
-	}()
-	require.Eventually(t, func() bool { return node.Hub.Waiting() == 1 }, 30*time.Second, 5*time.Millisecond)
-	_, err = db.Pool.Exec(ctx, `SELECT tocsin.publish('alice', 'chat', '{"n": 1}')`)
-	require.NoError(t, err)
-	r := <-res
-	require.NoError(t, r.err)
-	require.Equal(t, http.StatusOK, r.status)
-	require.Len(t, r.page.Events, 1, "the long poll was answered by the in-process ring, not at the end of its wait")
+	answered("the long poll was answered by the in-process ring, not at the end of its wait")
 }
 
 // sequencerLockKey is the sequencer's leadership lock ("tocsin-seq", internal/sequencer).
@@ -66,17 +62,7 @@ func TestDoorbellListensOnlyWhileAnotherNodeLeads(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.New(t)
-	cfg, err := config.Load(flag.NewFlagSet("test", flag.ContinueOnError), []string{
-		"--database-url", db.URL, "--addr", "127.0.0.1:0", "--jwt-secret", secret, "--roles", "api,sequencer",
-		"--long-poll-max", "60s", "--fallback-interval", "1h"})
-	require.NoError(t, err)
-	node, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- node.Run(runCtx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	base := "http://" + node.Addr()
+	b := startNode(t, db, "--roles", "api,sequencer", "--long-poll-max", "60s", "--fallback-interval", "1h")
 
 	sessions := func(name string) (pids []uint32) {
 		rows, err := db.Pool.Query(ctx, `SELECT pid FROM pg_stat_activity
@@ -106,24 +92,11 @@ func TestDoorbellListensOnlyWhileAnotherNodeLeads(t *testing.T) {
 	require.Eventually(t, func() bool { return len(sessions("tocsin-doorbell")) == 1 }, 30*time.Second, 5*time.Millisecond,
 		"with another leader the node listens again")
 
-	type result struct {
-		status int
-		page   page
-		err    error
-	}
-	res := make(chan result, 1)
-	go func() {
-		status, p, err := getFeedErr(http.DefaultClient, base, token(t, "alice"), "after=now&wait=50")
-		res <- result{status, p, err}
-	}()
-	require.Eventually(t, func() bool { return node.Hub.Waiting() == 1 }, 30*time.Second, 5*time.Millisecond)
+	answered := parkLongPoll(t, b, "alice")
 	_, err = db.Pool.Exec(ctx, `SELECT tocsin.publish('alice', 'chat', '{"n": 1}')`)
 	require.NoError(t, err)
 	var moved int
 	require.NoError(t, other.QueryRow(ctx, `SELECT moved FROM tocsin.sequence_batch_alone(10, '30 seconds', 50)`).Scan(&moved))
 	require.Equal(t, 1, moved)
-	r := <-res
-	require.NoError(t, r.err)
-	require.Equal(t, http.StatusOK, r.status)
-	require.Len(t, r.page.Events, 1, "the other leader's batch rang this node's doorbell")
+	answered("the other leader's batch rang this node's doorbell")
 }
