@@ -266,6 +266,27 @@ func leftover(dataDir string) (pid, port int, sockDir string, ok bool) {
 	return pid, port, strings.TrimSpace(lines[4]), true
 }
 
+// StopAbandoned stops, at once, a server left running on dataDir by a process that died
+// without stopping it (SIGQUIT: PostgreSQL's immediate shutdown), waits up to timeout for
+// it to go, and removes the socket directory this package made for it. A data directory
+// without a live server is left as it is.
+func StopAbandoned(dataDir string, timeout time.Duration) error {
+	pid, _, sockDir, ok := leftover(dataDir)
+	if !ok {
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("stopping the PostgreSQL (pid %d) left running in %q: %w", pid, dataDir, err)
+	}
+	for deadline := time.Now().Add(timeout); syscall.Kill(pid, 0) == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the PostgreSQL (pid %d) left running in %q did not stop within %s", pid, dataDir, timeout)
+		}
+	}
+	(&Cluster{}).removeSocketDir(sockDir)
+	return nil
+}
+
 func answers(port int) bool {
 	if port <= 0 {
 		return false

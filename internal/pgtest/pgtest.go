@@ -6,6 +6,10 @@
 // fresh database, copied from a template that already holds Tocsin's migrations, so tests
 // run in parallel without seeing each other's commits, NOTIFYs or routes.
 //
+// A test binary that is killed (a `go test` interrupted, a timeout) cannot stop its cluster.
+// Each binary therefore writes its pid into its directory, and the next one to start a
+// cluster stops the clusters of binaries that are gone and removes their directories.
+//
 // A package that uses it calls Main from TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -13,12 +17,16 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,17 +163,59 @@ func ensureTemplate(t testing.TB) string {
 
 var baseDirOnce sync.Once
 
-// tempRoot is a directory the postgres user can reach even when tests run as root.
+// tempRoot is a directory the postgres user can reach even when tests run as root. The
+// first call also clears what killed test binaries left behind (sweepAbandoned).
 func tempRoot(t testing.TB) string {
 	baseDirOnce.Do(func() {
-		d, err := os.MkdirTemp("", "tocsin-test-")
+		sweepAbandoned(os.TempDir())
+		d, err := os.MkdirTemp("", dirPrefix)
 		if err != nil {
 			panic(fmt.Sprintf("creating a temporary directory: %v", err))
 		}
 		_ = os.Chmod(d, 0o755)
+		if err := os.WriteFile(filepath.Join(d, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			panic(fmt.Sprintf("recording the test binary's pid: %v", err))
+		}
 		baseDir = d
 	})
 	return baseDir
+}
+
+const (
+	dirPrefix = "tocsin-test-"
+	ownerFile = "owner.pid" // the pid of the test binary that made the directory
+)
+
+// sweepAbandoned stops the clusters in, and removes, every test directory under tmp whose
+// test binary is gone. Directories without an owner file (being created, or made before
+// owners were recorded) and those of live binaries are left alone.
+func sweepAbandoned(tmp string) {
+	dirs, _ := filepath.Glob(filepath.Join(tmp, dirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || alive(pid) {
+			continue
+		}
+		stopped := true
+		datas, _ := filepath.Glob(filepath.Join(d, "*", "data"))
+		for _, data := range datas {
+			if err := pgcluster.StopAbandoned(data, 30*time.Second); err != nil {
+				stopped = false
+			}
+		}
+		if stopped {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 func connect(t testing.TB, u string) *pgx.Conn {
