@@ -108,27 +108,12 @@ func writeReplicationReport(out io.Writer, cfg ReplicationConfig, f facts, res R
 		}
 		fmt.Fprintln(tw, "mode\ttx/s (median)\tvs none\tvs none, round by round\ttx/s per round\tcapture rows/insert\twriters' CPU/1k\tpostgres CPU/1k\t")
 		for _, r := range res.Throughput {
-			ratio, paired := "-", "-"
-			if r.Ratio > 0 {
-				ratio = fmt.Sprintf("%.2fx", r.Ratio)
-			}
+			c, paired := r.cells(), "-"
 			if p := pairedRatio(r.RoundTxPerSec, base); p > 0 {
 				paired = fmt.Sprintf("%.2fx", p)
 			}
-			rounds := make([]string, len(r.RoundTxPerSec))
-			for i, x := range r.RoundTxPerSec {
-				rounds[i] = fmt.Sprintf("%.0f", x)
-			}
-			perInsert := "-"
-			if r.Inserts > 0 {
-				perInsert = fmt.Sprintf("%.2f", float64(r.Captured)/float64(r.Inserts))
-			}
-			serverCPU := "n/a"
-			if r.ServerCPU >= 0 {
-				serverCPU = fmt.Sprintf("%.0f ms", 1000*r.ServerCPU)
-			}
-			fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t%.0f ms\t%s\t\n", r.Mode, r.TxPerSec, ratio, paired, strings.Join(rounds, " "),
-				perInsert, 1000*r.WriterCPU, serverCPU)
+			fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Mode, r.TxPerSec, c.ratio, paired, c.rounds,
+				c.perInsert, c.writerCPU, c.serverCPU)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

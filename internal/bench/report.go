@@ -88,28 +88,13 @@ func writeReport(out io.Writer, cfg CaptureConfig, f facts, results []CaptureRes
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "mode\ttx/s (median)\tvs none\ttx/s per round\tcapture rows/insert\tsequenced\twriters' CPU/1k\tpostgres CPU/1k\t")
 	for _, r := range results {
-		ratio := "-"
-		if r.Ratio > 0 {
-			ratio = fmt.Sprintf("%.2fx", r.Ratio)
-		}
-		rounds := make([]string, len(r.RoundTxPerSec))
-		for i, x := range r.RoundTxPerSec {
-			rounds[i] = fmt.Sprintf("%.0f", x)
-		}
-		perInsert := "-"
-		if r.Inserts > 0 {
-			perInsert = fmt.Sprintf("%.2f", float64(r.Captured)/float64(r.Inserts))
-		}
+		c := r.cells()
 		sequenced := "-"
 		if modeNamed(r.Mode).sequencer && r.Captured > 0 {
 			sequenced = fmt.Sprintf("%.1f%%", 100*float64(r.Sequenced)/float64(r.Captured))
 		}
-		serverCPU := "n/a"
-		if r.ServerCPU >= 0 {
-			serverCPU = fmt.Sprintf("%.0f ms", 1000*r.ServerCPU)
-		}
-		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t%.0f ms\t%s\t\n", r.Mode, r.TxPerSec, ratio, strings.Join(rounds, " "),
-			perInsert, sequenced, 1000*r.WriterCPU, serverCPU)
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Mode, r.TxPerSec, c.ratio, c.rounds,
+			c.perInsert, sequenced, c.writerCPU, c.serverCPU)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -153,3 +138,28 @@ func (e *errWriter) Write(p []byte) (int, error) {
 }
 
 func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
+
+// captureCells are the cells a throughput row of the capture and replication reports share.
+type captureCells struct {
+	ratio, rounds, perInsert, writerCPU, serverCPU string
+}
+
+func (r CaptureResult) cells() captureCells {
+	c := captureCells{ratio: "-", perInsert: "-", serverCPU: "n/a",
+		writerCPU: fmt.Sprintf("%.0f ms", 1000*r.WriterCPU)}
+	if r.Ratio > 0 {
+		c.ratio = fmt.Sprintf("%.2fx", r.Ratio)
+	}
+	rounds := make([]string, len(r.RoundTxPerSec))
+	for i, x := range r.RoundTxPerSec {
+		rounds[i] = fmt.Sprintf("%.0f", x)
+	}
+	c.rounds = strings.Join(rounds, " ")
+	if r.Inserts > 0 {
+		c.perInsert = fmt.Sprintf("%.2f", float64(r.Captured)/float64(r.Inserts))
+	}
+	if r.ServerCPU >= 0 {
+		c.serverCPU = fmt.Sprintf("%.0f ms", 1000*r.ServerCPU)
+	}
+	return c
+}
